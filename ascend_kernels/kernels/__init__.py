@@ -1,0 +1,1 @@
+"""@triton.jit kernels only: no torch, no dispatch, no I/O."""

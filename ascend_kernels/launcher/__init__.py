@@ -1,0 +1,1 @@
+"""Backend detection, dispatch (Triton or fallback, with a reason) and autotuning."""

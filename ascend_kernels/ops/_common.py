@@ -1,0 +1,52 @@
+"""Argument checks and small helpers shared by the ops (no kernels, no dispatch)."""
+from __future__ import annotations
+
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def next_pow2(n: int) -> int:
+    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
+
+
+def check_tensor(name: str, t, *, ndim: Optional[int] = None,
+                 dtypes: Optional[Sequence[torch.dtype]] = None,
+                 device: Optional[torch.device] = None) -> torch.Tensor:
+    """TypeError/ValueError naming `name` unless `t` is a tensor of that rank, dtype and device."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+    if ndim is not None and t.dim() != ndim:
+        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name} is on {t.device}, expected {device} like the other inputs")
+    return t
+
+
+def check_same_device(named: Iterable[tuple[str, Optional[torch.Tensor]]]) -> torch.device:
+    """The common device of the given tensors (None entries are skipped)."""
+    first_name, dev = None, None
+    for name, t in named:
+        if t is None:
+            continue
+        if dev is None:
+            first_name, dev = name, t.device
+        elif t.device != dev:
+            raise ValueError(f"{name} is on {t.device}, but {first_name} is on {dev}: all tensors "
+                             f"must be on one device")
+    return dev
+
+
+def check_dim(name: str, t: torch.Tensor, dim: int, expected: int, what: str) -> None:
+    if t.shape[dim] != expected:
+        raise ValueError(f"{name}.shape[{dim}] must be {what} ({expected}), got shape {tuple(t.shape)}")
+
+
+def check_last_dim_contiguous(name: str, t: torch.Tensor) -> None:
+    if t.shape[-1] > 1 and t.stride(-1) != 1:
+        raise ValueError(f"{name} must be contiguous in its last dimension (stride 1), got "
+                         f"strides {t.stride()}")

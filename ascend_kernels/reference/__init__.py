@@ -1,0 +1,1 @@
+"""Plain PyTorch implementations: the fallback off-NPU and the test oracle."""
