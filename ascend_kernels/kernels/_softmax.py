@@ -6,7 +6,7 @@ which works on natural-scale scores) and use exp2, which is what the hardware do
 import triton
 import triton.language as tl
 
-LOG2E = 1.4426950408889634
+LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)
 
 
 @triton.jit

@@ -59,7 +59,17 @@ def key_of(spec: OpSpec, problem: Any) -> str:
     return ",".join(parts)
 
 
+_SOURCE_HASHES: dict = {}
+
+
 def source_hash(spec: OpSpec) -> str:
+    """Hash of the op's kernel sources and search spaces (computed once: it is on the hot path)."""
+    if spec.name not in _SOURCE_HASHES:
+        _SOURCE_HASHES[spec.name] = _compute_source_hash(spec)
+    return _SOURCE_HASHES[spec.name]
+
+
+def _compute_source_hash(spec: OpSpec) -> str:
     h = hashlib.sha256()
     for kernel in spec.kernels:
         fn = getattr(kernel, "fn", kernel)
@@ -160,15 +170,16 @@ _TABLES: dict = {}
 
 
 def table(backend: str, device_name: str) -> _Table:
-    k = (backend, device_name, str(cache_dir()))
+    k = (backend, device_name, os.environ.get(CACHE_ENV))
     if k not in _TABLES:
         _TABLES[k] = _Table(backend, device_name)
     return _TABLES[k]
 
 
 def reset() -> None:
-    """Forget loaded cache files (tests, or after `ascend-kernels tune` in-process)."""
+    """Forget loaded cache files and hashes (tests, or after `ascend-kernels tune` in-process)."""
     _TABLES.clear()
+    _SOURCE_HASHES.clear()
 
 
 def search_space(spec: OpSpec, backend: str) -> list:
@@ -187,18 +198,34 @@ def get_config(spec: OpSpec, backend: str, problem: Any) -> tuple[dict, str]:
     config, source = tab.lookup(spec, key)
     if config is not None:
         return config, source
-    if os.environ.get(AUTOTUNE_ENV) == "1" and backend != "cpu":
+    if os.environ.get(AUTOTUNE_ENV) == "1" and backend != "cpu":  # timing the interpreter is noise
         best, _ = tune(spec, problem)
         return best, "tuned now (ASCEND_KERNELS_AUTOTUNE=1)"
     return spec.default_config(backend, problem), "heuristic"
 
 
 def time_config(spec: OpSpec, problem: Any, config: dict) -> float:
-    """Median milliseconds of one config, by triton.testing.do_bench on the device in use."""
+    """Median milliseconds of one config: triton.testing.do_bench on a GPU/NPU, a wall clock
+    on the CPU (the interpreter: only useful to exercise the tuner)."""
+    if problem.device.type == "cpu":
+        return wall_clock_ms(lambda: spec.launch(problem, config))
     import triton.testing
 
     return float(triton.testing.do_bench(lambda: spec.launch(problem, config), warmup=5, rep=25,
                                          return_mode="median"))
+
+
+def wall_clock_ms(fn, repeats: int = 3) -> float:
+    import statistics
+    import time
+
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
 
 
 def tune(spec: OpSpec, problem: Any, save: bool = True) -> tuple[dict, dict]:

@@ -28,7 +28,7 @@ def check_tensor(name: str, t, *, ndim: Optional[int] = None,
 
 
 def check_same_device(named: Iterable[tuple[str, Optional[torch.Tensor]]]) -> torch.device:
-    """The common device of the given tensors (None entries are skipped)."""
+    """The common device of the given tensors (None entries are skipped). Check types first."""
     first_name, dev = None, None
     for name, t in named:
         if t is None:

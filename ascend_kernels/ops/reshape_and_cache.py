@@ -52,13 +52,13 @@ def _as_scale(name: str, scale, device: torch.device) -> Optional[torch.Tensor]:
 
 
 def _validate(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale) -> Problem:
-    dev = check_same_device([("key", key), ("value", value), ("key_cache", key_cache),
-                             ("value_cache", value_cache), ("slot_mapping", slot_mapping)])
     check_tensor("key", key, ndim=3, dtypes=FLOAT_DTYPES)
     check_tensor("value", value, ndim=3, dtypes=FLOAT_DTYPES)
     check_tensor("key_cache", key_cache, ndim=4, dtypes=CACHE_DTYPES)
     check_tensor("value_cache", value_cache, ndim=4, dtypes=CACHE_DTYPES)
     check_tensor("slot_mapping", slot_mapping, dtypes=(torch.int32, torch.int64))
+    dev = check_same_device([("key", key), ("value", value), ("key_cache", key_cache),
+                             ("value_cache", value_cache), ("slot_mapping", slot_mapping)])
     if slot_mapping.dim() != 1:
         raise ValueError(f"slot_mapping must be 1-D [num_tokens], got shape {tuple(slot_mapping.shape)}")
     if key.shape[1:] != value.shape[1:]:
@@ -132,28 +132,58 @@ def _tuning_key(p: Problem) -> tuple[dict, dict]:
     return fixed, {"tokens": p.num_tokens}
 
 
-def _launch(p: Problem, config: dict) -> None:
-    n = p.num_tokens
-    if n == 0:
-        return
+def _kernel_args(p: Problem, config: dict) -> tuple[tuple, dict, dict, dict]:
+    """(grid, runtime args by name, constexprs, launch options) of one launch."""
     backend = p.device.type
     constexprs, options = autotune.split_config(config, backend)
     num_heads, head_size = p.key.shape[1], p.key.shape[2]
     constexprs["BLOCK_H"] = min(constexprs["BLOCK_H"], next_pow2(num_heads))
     cores = _device.grid_cap(p.device, cube=False)
-    grid = (max(1, min(n, cores * config.get("grid_programs_per_core", 1), _device.MAX_GRID)),)
+    grid = (max(1, min(p.num_tokens, cores * config.get("grid_programs_per_core", 1), _device.MAX_GRID)),)
     quant = QUANT_OF.get(p.key_cache.dtype, kern.QUANT_NONE)
     fp8_max = float(torch.finfo(p.key_cache.dtype).max) if quant == kern.QUANT_FP8 else 0.0
-    k_scale = p.k_scale if p.k_scale is not None else p.slot_mapping  # unread without QUANT
-    v_scale = p.v_scale if p.v_scale is not None else p.slot_mapping
     kc, vc = p.key_cache, p.value_cache
-    kern.reshape_and_cache_kernel[grid](
-        p.key, p.value, kc, vc, p.slot_mapping, k_scale, v_scale,
-        n, kc.shape[0] * kc.shape[1], kc.shape[1],
-        p.key.stride(0), p.key.stride(1), p.value.stride(0), p.value.stride(1),
-        kc.stride(0), kc.stride(1), kc.stride(2), vc.stride(0), vc.stride(1), vc.stride(2),
-        NUM_KV_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_D=next_pow2(head_size),
-        QUANT=quant, FP8_MAX=fp8_max, **constexprs, **options)
+    args = dict(
+        key_ptr=p.key, value_ptr=p.value, key_cache_ptr=kc, value_cache_ptr=vc,
+        slot_mapping_ptr=p.slot_mapping,
+        # without quantization the scale pointers are never read: any tensor will do
+        k_scale_ptr=p.k_scale if p.k_scale is not None else p.slot_mapping,
+        v_scale_ptr=p.v_scale if p.v_scale is not None else p.slot_mapping,
+        num_tokens=p.num_tokens, num_slots=kc.shape[0] * kc.shape[1], block_size=kc.shape[1],
+        key_stride_t=p.key.stride(0), key_stride_h=p.key.stride(1),
+        value_stride_t=p.value.stride(0), value_stride_h=p.value.stride(1),
+        key_cache_stride_b=kc.stride(0), key_cache_stride_s=kc.stride(1), key_cache_stride_h=kc.stride(2),
+        value_cache_stride_b=vc.stride(0), value_cache_stride_s=vc.stride(1), value_cache_stride_h=vc.stride(2))
+    constexprs.update(NUM_KV_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_D=next_pow2(head_size),
+                      QUANT=quant, FP8_MAX=fp8_max)
+    return grid, args, constexprs, options
+
+
+def _launch(p: Problem, config: dict) -> None:
+    if p.num_tokens == 0:
+        return
+    grid, args, constexprs, options = _kernel_args(p, config)
+    kern.reshape_and_cache_kernel[grid](**args, **constexprs, **options)
+
+
+def _ascend_cases(shape: dict, config: dict) -> list:
+    """The Ascend compile check's cases for one suite shape and config (tensors on the CPU
+    only describe dtypes and strides: nothing runs)."""
+    from .. import ascend_check
+
+    cases = []
+    for dtype, cache_dtype in ((torch.bfloat16, torch.bfloat16), (torch.float16, torch.int8)):
+        p = _make_problem(dict(shape, tokens=min(shape["tokens"], 64)), torch.device("cpu"), dtype)
+        if cache_dtype == torch.int8:
+            p.key_cache = p.key_cache.to(torch.int8)
+            p.value_cache = p.value_cache.to(torch.int8)
+            p.k_scale = p.v_scale = torch.ones(1)
+        _, args, constexprs, _ = _kernel_args(p, config)
+        cases.append(ascend_check.KernelCase(
+            OP, kern.reshape_and_cache_kernel, ascend_check.signature_of(args), constexprs, config,
+            label=f"tokens={shape['tokens']},kv_heads={shape['kv_heads']},head_size={shape['head_size']},"
+                  f"cache={str(cache_dtype).replace('torch.', '')}"))
+    return cases
 
 
 def _run(p: Problem) -> None:
@@ -225,4 +255,5 @@ def _make_problem(shape: dict, device: torch.device, dtype: torch.dtype = torch.
 SPEC = dispatch.register(dispatch.OpSpec(
     name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
     default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
-    kernels=(kern.reshape_and_cache_kernel, kern._quantize), make_problem=_make_problem))
+    kernels=(kern.reshape_and_cache_kernel, kern._quantize), make_problem=_make_problem,
+    ascend_cases=_ascend_cases))
