@@ -50,3 +50,27 @@ def check_last_dim_contiguous(name: str, t: torch.Tensor) -> None:
     if t.shape[-1] > 1 and t.stride(-1) != 1:
         raise ValueError(f"{name} must be contiguous in its last dimension (stride 1), got "
                          f"strides {t.stride()}")
+
+
+class OpaqueOp:
+    """A torch custom op (one opaque node, with a fake implementation, for torch.compile and
+    graph capture) whose eager calls go straight to the implementation: the custom-op
+    dispatcher costs tens of microseconds of host time per call and adds nothing in eager mode."""
+
+    def __init__(self, qualname: str, mutates_args, fn):
+        self.impl = fn
+        self.op_def = torch.library.custom_op(qualname, mutates_args=mutates_args)(fn)
+
+    def register_fake(self, fn):
+        self.op_def.register_fake(fn)
+        return fn
+
+    def __call__(self, *args):
+        if torch.compiler.is_compiling():
+            return self.op_def(*args)
+        return self.impl(*args)
+
+
+def opaque_op(qualname: str, mutates_args):
+    """Decorator form of OpaqueOp."""
+    return lambda fn: OpaqueOp(qualname, mutates_args, fn)

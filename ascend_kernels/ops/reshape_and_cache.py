@@ -10,7 +10,7 @@ import torch
 from ..kernels import reshape_and_cache as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import reshape_and_cache as ref
-from ._common import FLOAT_DTYPES, check_dim, check_same_device, check_tensor, next_pow2
+from ._common import FLOAT_DTYPES, check_dim, check_same_device, check_tensor, next_pow2, opaque_op
 
 OP = "reshape_and_cache"
 CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
@@ -109,8 +109,9 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
 
 # Search spaces. grid_programs_per_core sizes the persistent grid; BLOCK_H caps heads per step.
 CONFIGS = {
+    # on a GPU, 64 programs per SM is about one token per program for 8k tokens
     "cuda": [{"BLOCK_H": h, "num_warps": w, "grid_programs_per_core": g}
-             for h in (4, 8, 16) for w in (2, 4, 8) for g in (8, 16, 32)],
+             for h in (4, 8, 16) for w in (1, 2, 4, 8) for g in (8, 16, 32, 64)],
     "npu": [{"BLOCK_H": h, "multibuffer": m, "grid_programs_per_core": 1}
             for h in (2, 4, 8, 16) for m in (True, False)],
     "cpu": [{"BLOCK_H": 8, "grid_programs_per_core": 1}],
@@ -200,7 +201,7 @@ def _run(p: Problem) -> None:
                               p.k_scale, p.v_scale)
 
 
-@torch.library.custom_op("ascend_kernels::reshape_and_cache", mutates_args=("key_cache", "value_cache"))
+@opaque_op("ascend_kernels::reshape_and_cache", mutates_args=("key_cache", "value_cache"))
 def _reshape_and_cache_op(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor,
                           value_cache: torch.Tensor, slot_mapping: torch.Tensor,
                           k_scale: Optional[torch.Tensor], v_scale: Optional[torch.Tensor]) -> None:
@@ -236,8 +237,8 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
     p = _validate(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale)
     if os.environ.get(CHECK_BOUNDS_ENV) == "1":
         _check_bounds(p)
-    torch.ops.ascend_kernels.reshape_and_cache(p.key, p.value, p.key_cache, p.value_cache,
-                                               p.slot_mapping, p.k_scale, p.v_scale)
+    _reshape_and_cache_op(p.key, p.value, p.key_cache, p.value_cache, p.slot_mapping,
+                          p.k_scale, p.v_scale)
 
 
 def _make_problem(shape: dict, device: torch.device, dtype: torch.dtype = torch.bfloat16) -> Problem:

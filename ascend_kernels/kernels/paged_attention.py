@@ -1,0 +1,209 @@
+"""Decode attention over a paged KV cache: one new query token per sequence.
+
+Program = (sequence, kv head, split), persistent grid over those tasks. The M tile holds every
+query head that shares the kv head (the GQA group, padded to BLOCK_M >= 16 rows for tl.dot), so
+each KV page is read once per kv head. The loop walks the sequence's pages, bounded by its
+length (loaded from seq_lens on the device): block-table entries past the length are never read.
+
+PAGES_PER_STEP == 1 (the Ascend layout): one scalar page id per step and one [block_size,
+head_size] K and V tile at one base address -- structured DMA, no gather. PAGES_PER_STEP > 1
+(CUDA): a K tile of several pages built from a small vector of page ids (a gather; fine on a
+GPU, fewer, larger steps for small block sizes).
+
+Split-KV (flash decoding): NUM_SPLITS > 1 divides each sequence's visible pages among splits;
+each writes an fp32 partial output and its log-sum-exp, merged by paged_attention_merge_kernel.
+pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch invariant);
+0 divides each sequence's visible pages evenly among NUM_SPLITS.
+"""
+import triton
+import triton.language as tl
+
+from ._softmax import apply_softcap, band_mask, finish_softmax, online_softmax_step
+
+LOG2E = tl.constexpr(1.4426950408889634)
+
+
+@triton.jit
+def paged_attention_kernel(
+    q_ptr,                       # [num_seqs, num_heads, head_size], head dim contiguous
+    k_cache_ptr, v_cache_ptr,    # [num_blocks, block_size, num_kv_heads, head_size], head dim contiguous
+    block_table_ptr,             # int32 [num_seqs, max_blocks]; entries past a sequence's pages unread
+    seq_lens_ptr,                # int32 [num_seqs]
+    alibi_ptr,                   # fp32 [num_heads] (read only when USE_ALIBI)
+    out_ptr,                     # NUM_SPLITS == 1: [num_seqs, num_heads, head_size] in the output dtype
+                                 # NUM_SPLITS > 1: fp32 partials [num_seqs, num_heads, NUM_SPLITS, head_size]
+    lse_ptr,                     # fp32 [num_seqs, num_heads, NUM_SPLITS] (written when NUM_SPLITS > 1)
+    scale,                       # fp32 softmax scale (natural units)
+    window,                      # i32 sliding window W (> 0: the last W keys), <= 0: none
+    pages_per_split,             # i32 fixed split size in pages (> 0), or 0: even split
+    num_tasks,                   # num_seqs * num_kv_heads * NUM_SPLITS
+    num_kv_heads,
+    q_stride_s, q_stride_h,
+    k_stride_b, k_stride_s, k_stride_h,
+    v_stride_b, v_stride_s, v_stride_h,
+    bt_stride_s,
+    o_stride_s, o_stride_h,      # out (NUM_SPLITS == 1) or partials (split stride = HEAD_SIZE)
+    GQA: tl.constexpr,           # query heads per kv head
+    BLOCK_M: tl.constexpr,       # GQA padded to a power of two >= 16
+    HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
+    BLOCK_SIZE: tl.constexpr,    # tokens per page
+    BLOCK_N: tl.constexpr,       # BLOCK_SIZE padded to a power of two
+    PAGES_PER_STEP: tl.constexpr,
+    NUM_SPLITS: tl.constexpr,
+    SOFTCAP: tl.constexpr,       # > 0: softcap * tanh(s / softcap)
+    USE_ALIBI: tl.constexpr,
+    DOT_FP32: tl.constexpr,      # interpreter: bf16 tl.dot is wrong there, dot in fp32
+):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_m = offs_m < GQA
+    mask_d = offs_d < HEAD_SIZE
+    TILE_N: tl.constexpr = PAGES_PER_STEP * BLOCK_N
+    offs_t = tl.arange(0, TILE_N)
+    t_page = offs_t // BLOCK_N       # page of the step each row belongs to
+    t_in = offs_t % BLOCK_N          # row inside its page
+    t_real = t_in < BLOCK_SIZE
+    offs_n = tl.arange(0, BLOCK_N)
+    for task in range(pid, num_tasks, num_programs):
+        split = task % NUM_SPLITS
+        rest = task // NUM_SPLITS
+        kv_head = rest % num_kv_heads
+        seq = rest // num_kv_heads
+        seq_len = tl.load(seq_lens_ptr + seq)
+        # visible keys [kv_lo, seq_len): the window, if any, starts at seq_len - W
+        kv_lo = seq_len * 0
+        if window > 0:
+            kv_lo = tl.maximum(seq_len - window, 0)
+        page_lo = kv_lo // BLOCK_SIZE
+        page_hi = (seq_len + BLOCK_SIZE - 1) // BLOCK_SIZE
+        if NUM_SPLITS > 1:
+            if pages_per_split > 0:
+                s_lo = tl.maximum(page_lo, split * pages_per_split)
+                s_hi = tl.minimum(page_hi, (split + 1) * pages_per_split)
+            else:
+                per = (page_hi - page_lo + NUM_SPLITS - 1) // NUM_SPLITS
+                s_lo = page_lo + split * per
+                s_hi = tl.minimum(page_hi, s_lo + per)
+            page_lo = s_lo
+            page_hi = s_hi
+        q_pos = seq_len - 1
+        # window as tensors (a plain int operand of `|` breaks triton-ascend's interpreter)
+        win_left = q_pos * 0 + (window - 1)
+        win_right = q_pos * 0
+
+        seq64 = tl.cast(seq, tl.int64)
+        heads = kv_head * GQA + offs_m
+        q_ptrs = q_ptr + seq64 * q_stride_s + heads[:, None] * q_stride_h + offs_d[None, :]
+        q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
+        if DOT_FP32:
+            q = q.to(tl.float32)
+        if USE_ALIBI:
+            slopes = tl.load(alibi_ptr + heads, mask=mask_m, other=0.0)
+        kv_head64 = tl.cast(kv_head, tl.int64)
+        k_base = k_cache_ptr + kv_head64 * k_stride_h
+        v_base = v_cache_ptr + kv_head64 * v_stride_h
+        bt_row = block_table_ptr + seq64 * bt_stride_s
+
+        m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+        l_i = tl.zeros([BLOCK_M], tl.float32)
+        acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+        for step in range(page_lo, page_hi, PAGES_PER_STEP):
+            if PAGES_PER_STEP == 1:
+                # one page: a scalar page id, one base address (structured on Ascend)
+                # (plain arange rows: `%`/`//` on the row index defeats the adapter's
+                # structured-access analysis and scalarises the loads)
+                page = tl.cast(tl.load(bt_row + step), tl.int64)
+                k_pos = step * BLOCK_SIZE + offs_n
+                row_ok = (offs_n < BLOCK_SIZE) & (k_pos < seq_len)
+                k_ptrs = k_base + page * k_stride_b + offs_n[:, None] * k_stride_s + offs_d[None, :]
+                v_ptrs = v_base + page * v_stride_b + offs_n[:, None] * v_stride_s + offs_d[None, :]
+            else:
+                pidx = step + t_page
+                p_ok = pidx < page_hi
+                pages = tl.cast(tl.load(bt_row + pidx, mask=p_ok, other=0), tl.int64)
+                k_pos = pidx * BLOCK_SIZE + t_in
+                row_ok = p_ok & t_real & (k_pos < seq_len)
+                k_ptrs = k_base + pages[:, None] * k_stride_b + t_in[:, None] * k_stride_s + offs_d[None, :]
+                v_ptrs = v_base + pages[:, None] * v_stride_b + t_in[:, None] * v_stride_s + offs_d[None, :]
+            kv_mask = row_ok[:, None] & mask_d[None, :]
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
+            if DOT_FP32:
+                k = k.to(tl.float32)
+                v = v.to(tl.float32)
+            s = tl.dot(q, tl.trans(k))
+            if SOFTCAP > 0:
+                s = apply_softcap(s * scale, SOFTCAP)
+                if USE_ALIBI:
+                    s += slopes[:, None] * (k_pos - q_pos).to(tl.float32)[None, :]
+                s = s * LOG2E
+            elif USE_ALIBI:
+                s = s * scale + slopes[:, None] * (k_pos - q_pos).to(tl.float32)[None, :]
+                s = s * LOG2E
+            else:
+                s = s * (scale * LOG2E)
+            visible = band_mask(q_pos, k_pos[None, :], win_left, win_right) & row_ok[None, :]
+            s = tl.where(visible, s, float("-inf"))
+            m_i, l_i, p, alpha = online_softmax_step(m_i, l_i, s)
+            acc = acc * alpha[:, None]
+            if DOT_FP32:
+                acc += tl.dot(p, v)
+            else:
+                acc += tl.dot(p.to(v.dtype), v)
+        out, lse = finish_softmax(acc, m_i, l_i)
+        if NUM_SPLITS == 1:
+            o_ptrs = out_ptr + seq64 * o_stride_s + heads[:, None] * o_stride_h + offs_d[None, :]
+            tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])
+        else:
+            o_ptrs = (out_ptr + seq64 * o_stride_s + heads[:, None] * o_stride_h
+                      + split * HEAD_SIZE + offs_d[None, :])
+            tl.store(o_ptrs, out, mask=mask_m[:, None] & mask_d[None, :])
+            lse_ptrs = lse_ptr + seq64 * (num_kv_heads * GQA * NUM_SPLITS) + heads * NUM_SPLITS + split
+            tl.store(lse_ptrs, lse, mask=mask_m)
+
+
+@triton.jit
+def paged_attention_merge_kernel(
+    part_ptr,                    # fp32 [num_seqs, num_heads, NUM_SPLITS, head_size], contiguous
+    lse_ptr,                     # fp32 [num_seqs, num_heads, NUM_SPLITS], contiguous
+    out_ptr,                     # [num_seqs, num_heads, head_size], head dim contiguous
+    num_rows,                    # num_seqs * num_heads
+    num_heads,
+    o_stride_s, o_stride_h,
+    NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,       # splits merged per step (power of two)
+    HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    """Merge the splits of each (sequence, head) by log-sum-exp, BLOCK_S splits at a time in a
+    fixed order; empty splits (lse -inf, partial 0) add exact zeros; all-empty rows give 0."""
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_SIZE
+    for row in range(pid, num_rows, num_programs):
+        row64 = tl.cast(row, tl.int64)
+        lse_row = lse_ptr + row64 * NUM_SPLITS
+        part_row = part_ptr + row64 * (NUM_SPLITS * HEAD_SIZE)
+        m = tl.full([1], float("-inf"), tl.float32)
+        total = tl.zeros([1], tl.float32)
+        acc = tl.zeros([BLOCK_D], tl.float32)
+        for s0 in range(0, NUM_SPLITS, BLOCK_S):
+            mask_s = (s0 + offs_s) < NUM_SPLITS
+            lse = tl.load(lse_row + s0 + offs_s, mask=mask_s, other=float("-inf"))
+            m_new = tl.maximum(m, tl.max(lse, 0))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp(m - m_safe)
+            w = tl.exp(lse - m_safe)
+            part = tl.load(part_row + (s0 + offs_s)[:, None] * HEAD_SIZE + offs_d[None, :],
+                           mask=mask_s[:, None] & mask_d[None, :], other=0.0)
+            acc = acc * alpha + tl.sum(part * w[:, None], 0)
+            total = total * alpha + tl.sum(w, 0)
+            m = m_new
+        o = acc / tl.where(total == 0.0, 1.0, total)
+        seq = row // num_heads
+        head = row % num_heads
+        o_ptrs = out_ptr + tl.cast(seq, tl.int64) * o_stride_s + head * o_stride_h + offs_d
+        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=mask_d)

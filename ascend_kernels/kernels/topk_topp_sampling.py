@@ -1,0 +1,366 @@
+"""Top-k / top-p / temperature sampling without sorting the vocabulary.
+
+Values. Every logit is read as float32 and sanitised: NaN -> -inf, +inf -> the largest finite
+float32, -0.0 -> +0.0. Ordering and ties are decided on these sanitised raw logits (temperature
+is a positive scale, so it changes no order); the probability weight of a token is
+w_i = exp((x_i - max) * inv_t), inv_t = 1 / temperature.
+
+Keys. A sanitised float maps to a monotone int32 key (bits, with the low 31 bits flipped for
+negative floats), so "the k-th largest value" is a search on int32 keys. A 17-ary search (16
+candidate keys per round, evaluated together as a [16, CHUNK] compare per chunk) narrows the
+32-bit key range to one key in at most 8 rounds: a bounded number of passes whatever the data.
+
+Rule (ties included): a token survives top-k iff fewer than k tokens have a strictly larger
+value, and survives top-p iff the mass of the top-k survivors with a strictly larger value is
+below top_p * (mass of all top-k survivors). Equivalently, the kept set is {x >= t} for a
+threshold value t, and every token equal to t is kept: more than k tokens survive when the
+k-th largest value is tied, and top-p keeps or drops a group of equal values as a whole.
+The largest token always survives.
+
+Two paths per row (one persistent program per row in `sampling_kernel`):
+* pool (top-k with k <= P_MAX rows): `group_max_kernel` first writes the max of every group of
+  GS consecutive logits (one read of the logits, spread over the whole grid). The k-th largest
+  group max c is a lower bound of the k-th largest logit (k groups hold a value >= c), so the
+  survivors are among the groups whose max is >= c. Those groups are gathered (whole groups:
+  structured loads of GS contiguous logits) and their values >= c compacted into a pool of at
+  most P_MAX entries; ranks and masses above each pool entry come from pairwise compares on the
+  pool (exact, no rounds). If the groups or the pool overflow, the row takes the general path.
+* general (every other row, and greedy rows): pass 1 max and argmax; top-k: at most 8 count
+  rounds; Z_k: one pass; top-p: at most 8 mass rounds; the draw: one pass.
+
+The draw is an exponential race: token = argmax_i w_i / E_i over kept tokens, E_i = -log(u_i),
+u_i = tl.rand(seed_row, i) (Philox keyed by the row's seed, counter = vocab index), so a row's
+token depends only on its logits, parameters and seed. Exact ties of the race go to the lowest
+index. temperature == 0 is greedy: the first index of the maximum. A row whose logits are all
+-inf/NaN returns token 0 (and zero probabilities).
+"""
+import triton
+import triton.language as tl
+
+FLT_MAX = tl.constexpr(3.4028234663852886e38)
+KEY_NEG_INF = tl.constexpr(-2139095041)  # key of -inf: 0xFF800000 ^ 0x7FFFFFFF as int32
+KEY_LIMIT = tl.constexpr(2147483648)     # one past the largest int32 key (search bound, int64)
+BIG_INDEX = tl.constexpr(2147483647)
+
+
+@triton.jit
+def _sanitize_key(x):
+    """float32 -> (sanitised value, monotone int32 key): NaN as -inf, +inf as FLT_MAX,
+    -0.0 as +0.0; key = the bits, low 31 bits flipped for negative floats."""
+    x = tl.where(x != x, float("-inf"), x)
+    x = tl.minimum(x, FLT_MAX)
+    x = tl.where(x == 0.0, 0.0, x)
+    bits = x.to(tl.int32, bitcast=True)
+    return x, tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+# The helpers below repeat the load + sanitise lines instead of calling _sanitize_key in their
+# loops: every call of a jit helper costs milliseconds in the Triton interpreter (CPU CI).
+
+@triton.jit
+def _search(row_ptr, n, lo, hi, target_cnt, target_mass, m, inv_t, WITH_MASS: tl.constexpr,
+            CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr):
+    """The largest key t in [lo, hi) with F(t) >= target, F(t) = count (or, WITH_MASS, the
+    weight) of the row's tokens with key >= t.
+
+    Needs F(lo) >= target. Keys are int32, lo/hi int64 scalars (hi may be 2^31). Each round
+    evaluates NC candidate keys spread over (lo, hi) in one pass over the row ([NC, CHUNK]
+    compares) and keeps the bracket: the width shrinks by NC + 1, so 8 rounds of 16 candidates
+    resolve any 32-bit range; the rounds stop early once one key is left.
+    """
+    j = (tl.arange(0, NC) + 1).to(tl.int64)
+    for _ in range(ROUNDS):
+        if hi - lo > 1:
+            cand64 = lo + ((hi - lo) * j) // (NC + 1)
+            cand = cand64.to(tl.int32)
+            cnt = tl.zeros([NC], dtype=tl.int32)
+            mass = tl.zeros([NC], dtype=tl.float32)
+            for start in range(0, n, CHUNK):
+                offs = start + tl.arange(0, CHUNK)
+                x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+                x = tl.where(x != x, float("-inf"), x)
+                x = tl.minimum(x, FLT_MAX)
+                x = tl.where(x == 0.0, 0.0, x)
+                bits = x.to(tl.int32, bitcast=True)
+                key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+                ge = (key[None, :] >= cand[:, None]) & (offs < n)[None, :]
+                if WITH_MASS:
+                    w = tl.exp((x - m) * inv_t)
+                    mass += tl.sum(tl.where(ge, w[None, :], 0.0), axis=1)
+                else:
+                    cnt += tl.sum(ge.to(tl.int32), axis=1)
+            if WITH_MASS:
+                ok = mass >= target_mass
+            else:
+                ok = cnt >= target_cnt
+            new_lo = tl.max(tl.where(ok, cand64, lo), axis=0)
+            new_hi = tl.min(tl.where(ok, hi, cand64), axis=0)
+            lo = new_lo
+            hi = new_hi
+    return lo
+
+
+@triton.jit
+def _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK: tl.constexpr):
+    """Sum of the weights exp((x - m) * inv_t) of the tokens with key >= t_key."""
+    acc = tl.zeros([CHUNK], dtype=tl.float32)
+    for start in range(0, n, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        x = tl.where(x != x, float("-inf"), x)
+        x = tl.minimum(x, FLT_MAX)
+        x = tl.where(x == 0.0, 0.0, x)
+        bits = x.to(tl.int32, bitcast=True)
+        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        acc += tl.where((key >= t_key) & (offs < n), tl.exp((x - m) * inv_t), 0.0)
+    return tl.sum(acc, axis=0)
+
+
+@triton.jit
+def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
+                 CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr):
+    """Bounded-pass path for any row. Returns (token, max, threshold key, kept mass)."""
+    # pass 1: max and first index of the max
+    best = tl.full([CHUNK], float("-inf"), dtype=tl.float32)
+    best_i = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
+    for start in range(0, n, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        x = tl.where(x != x, float("-inf"), x)
+        x = tl.minimum(x, FLT_MAX)
+        better = x > best  # strict: earlier chunks win ties per lane
+        best_i = tl.where(better, offs, best_i)
+        best = tl.where(better, x, best)
+    m = tl.max(best, axis=0)
+    arg = tl.min(tl.where(best == m, best_i, BIG_INDEX), axis=0)
+    arg = tl.where(arg == BIG_INDEX, 0, arg)
+    token = arg
+    m = tl.where(m == 0.0, 0.0, m)
+    m_bits = m.to(tl.int32, bitcast=True)
+    t_key = tl.where(m_bits < 0, m_bits ^ 0x7FFFFFFF, m_bits)
+    z = tl.full([], 1.0, dtype=tl.float32)
+    if (m > float("-inf")) & (greedy == 0):
+        hi = t_key.to(tl.int64) + 1
+        lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
+        if k_on:
+            lo = _search(row_ptr, n, lo, hi, k, 0.0, m, inv_t, False, CHUNK, NC, ROUNDS)
+        if p_on:
+            zk = _mass_ge(row_ptr, n, lo.to(tl.int32), m, inv_t, CHUNK)
+            lo = _search(row_ptr, n, lo, hi, k, p * zk, m, inv_t, True, CHUNK, NC, ROUNDS)
+        t_key = lo.to(tl.int32)
+        z = _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK)
+        # the draw
+        s_best = tl.full([CHUNK], -2.0, dtype=tl.float32)
+        s_idx = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
+        for start in range(0, n, CHUNK):
+            offs = start + tl.arange(0, CHUNK)
+            x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            x = tl.where(x != x, float("-inf"), x)
+            x = tl.minimum(x, FLT_MAX)
+            x = tl.where(x == 0.0, 0.0, x)
+            bits = x.to(tl.int32, bitcast=True)
+            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            w = tl.exp((x - m) * inv_t)
+            # exponential race: w / E, E = -log(u), u = Philox(seed, vocab index)
+            u = tl.maximum(tl.rand(seed, offs), 4.656612873077393e-10)
+            s = tl.where((key >= t_key) & (offs < n) & (w > 0.0), w / -tl.log(u), -1.0)
+            better = s > s_best
+            s_idx = tl.where(better, offs, s_idx)
+            s_best = tl.where(better, s, s_best)
+        top = tl.max(s_best, axis=0)
+        token = tl.min(tl.where(s_best == top, s_idx, BIG_INDEX), axis=0)
+        token = tl.where(top > 0.0, token, 0)
+    return token, m, t_key, z
+
+
+@triton.jit
+def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row,
+              k, p, p_on, inv_t, seed,
+              CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr, GS: tl.constexpr,
+              NGB: tl.constexpr, P_MAX: tl.constexpr, PB: tl.constexpr):
+    """Pool path for a top-k row (k <= num_groups, k <= P_MAX). Returns
+    (ok, token, max, threshold key, kept mass); ok == False: the pool overflowed."""
+    # c: the key of the k-th largest group max (a lower bound of the k-th largest logit)
+    lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
+    hi = tl.full([], KEY_LIMIT, dtype=tl.int64)
+    c = _search(gmax_row, num_groups, lo, hi, k, 0.0, 0.0, 1.0, False, CHUNK, NC, ROUNDS)
+    c = c.to(tl.int32)
+    # the groups whose max is >= c, listed in order
+    n_sel = tl.zeros([], dtype=tl.int32)
+    for start in range(0, num_groups, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        g = tl.load(gmax_row + offs, mask=offs < num_groups, other=float("-inf"))
+        g_bits = g.to(tl.int32, bitcast=True)  # group maxima are sanitised already
+        sel = (tl.where(g_bits < 0, g_bits ^ 0x7FFFFFFF, g_bits) >= c) & (offs < num_groups)
+        sel_i = sel.to(tl.int32)
+        pos = n_sel + tl.cumsum(sel_i, axis=0) - 1
+        tl.store(list_row + pos, offs, mask=sel & (pos < P_MAX))
+        n_sel += tl.sum(sel_i, axis=0)
+    ok = (n_sel <= P_MAX).to(tl.int32)
+    token = tl.zeros([], dtype=tl.int32)
+    m = tl.full([], float("-inf"), dtype=tl.float32)
+    t_key = tl.zeros([], dtype=tl.int32)
+    z = tl.full([], 1.0, dtype=tl.float32)
+    n_pool = tl.zeros([], dtype=tl.int32)
+    if ok != 0:
+        tl.debug_barrier()
+        # gather the selected groups (GS contiguous logits each); compact the values >= c
+        for s0 in range(0, n_sel, NGB):
+            gi = s0 + tl.arange(0, NGB)
+            gv = gi < n_sel
+            gid = tl.load(list_row + gi, mask=gv, other=0)
+            offs2 = gid[:, None] * GS + tl.arange(0, GS)[None, :]
+            valid = gv[:, None] & (offs2 < n)
+            x, kx = _sanitize_key(tl.load(row_ptr + offs2, mask=valid, other=float("-inf")).to(tl.float32))
+            sel = valid & (kx >= c)
+            sel_i = sel.to(tl.int32)
+            per_group = tl.sum(sel_i, axis=1)
+            before = tl.cumsum(per_group, axis=0) - per_group
+            pos = n_pool + before[:, None] + tl.cumsum(sel_i, axis=1) - 1
+            smask = sel & (pos < P_MAX)
+            tl.store(pk_row + pos, kx, mask=smask)
+            tl.store(px_row + pos, x, mask=smask)
+            tl.store(pi_row + pos, offs2, mask=smask)
+            n_pool += tl.sum(per_group, axis=0)
+        ok = (n_pool <= P_MAX).to(tl.int32)
+    if ok != 0:
+        tl.debug_barrier()
+        jj = tl.arange(0, P_MAX)
+        vj = jj < n_pool
+        kj = tl.load(pk_row + jj, mask=vj, other=KEY_NEG_INF)
+        xj = tl.load(px_row + jj, mask=vj, other=float("-inf"))
+        ij = tl.load(pi_row + jj, mask=vj, other=BIG_INDEX)
+        m = tl.max(xj, axis=0)  # the row max: its group is always selected
+        m_safe = tl.where(m > float("-inf"), m, 0.0)
+        wj = tl.where(vj, tl.exp((xj - m_safe) * inv_t), 0.0)
+        # rank (how many entries are strictly larger) and the mass strictly above each entry
+        rank = tl.zeros([P_MAX], dtype=tl.int32)
+        above = tl.zeros([P_MAX], dtype=tl.float32)
+        for i0 in range(0, n_pool, PB):
+            ii = i0 + tl.arange(0, PB)
+            vi = ii < n_pool
+            ki = tl.load(pk_row + ii, mask=vi, other=KEY_NEG_INF)
+            xi = tl.load(px_row + ii, mask=vi, other=float("-inf"))
+            wi = tl.where(vi, tl.exp((xi - m_safe) * inv_t), 0.0)
+            gt = (ki[:, None] > kj[None, :]) & vi[:, None]
+            rank += tl.sum(gt.to(tl.int32), axis=0)
+            above += tl.sum(tl.where(gt, wi[:, None], 0.0), axis=0)
+        kept = vj & (rank < k) & (wj > 0.0)  # wj == 0 everywhere when the row is all -inf
+        if p_on:
+            zk = tl.sum(tl.where(kept, wj, 0.0), axis=0)
+            kept = kept & (above < p * zk)
+        z = tl.sum(tl.where(kept, wj, 0.0), axis=0)
+        t_key = tl.min(tl.where(kept, kj, BIG_INDEX), axis=0)
+        u = tl.maximum(tl.rand(seed, ij), 4.656612873077393e-10)
+        s = tl.where(kept, wj / -tl.log(u), -1.0)
+        top = tl.max(s, axis=0)
+        token = tl.min(tl.where(s == top, ij, BIG_INDEX), axis=0)
+        token = tl.where(top > 0.0, token, 0)
+    return ok, token, m, t_key, z
+
+
+@triton.jit
+def group_max_kernel(
+    logits_ptr,      # [batch, vocab] fp32/fp16/bf16, vocab contiguous
+    gmax_ptr,        # [batch, num_groups] fp32 out (row stride gmax_stride): sanitised max
+                     # of logits[row, g*GS:(g+1)*GS]
+    batch, vocab, num_groups,
+    stride_row,      # logits.stride(0)
+    gmax_stride,     # gmax row stride (elements)
+    GS: tl.constexpr,    # group size (power of two)
+    GPB: tl.constexpr,   # groups per task (power of two)
+):
+    pid = tl.program_id(0)
+    blocks = tl.cdiv(num_groups, GPB)
+    for task in range(pid, batch * blocks, tl.num_programs(0)):
+        row = task // blocks
+        g = (task % blocks) * GPB + tl.arange(0, GPB)
+        row_ptr = logits_ptr + tl.cast(row, tl.int64) * stride_row
+        offs = g[:, None] * GS + tl.arange(0, GS)[None, :]
+        x, _ = _sanitize_key(tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32))
+        gm = tl.max(x, axis=1)
+        tl.store(gmax_ptr + tl.cast(row, tl.int64) * gmax_stride + g, gm, mask=g < num_groups)
+
+
+@triton.jit
+def sampling_kernel(
+    logits_ptr,      # [batch, vocab] fp32/fp16/bf16, vocab contiguous
+    tokens_ptr,      # [batch] int64 out
+    probs_ptr,       # [batch, vocab] fp32 out (written when RETURN_PROBS), contiguous
+    # scratch, all with row stride ws_stride (read/written when USE_POOL):
+    gmax_ptr,        # [batch, num_groups] fp32 from group_max_kernel
+    list_ptr,        # [batch, P_MAX] int32: selected group ids
+    pool_key_ptr,    # [batch, P_MAX] int32: pool keys
+    pool_x_ptr,      # [batch, P_MAX] fp32: pool values
+    pool_idx_ptr,    # [batch, P_MAX] int32: pool vocab indices
+    top_k_ptr,       # [batch] int32/int64 (read when K_TENSOR)
+    top_p_ptr,       # [batch] fp32 (read when P_TENSOR)
+    temp_ptr,        # [batch] fp32 (read when T_TENSOR)
+    seeds_ptr,       # [batch] int64
+    top_k_val, top_p_val, temp_val,   # scalars used when the *_TENSOR flag is off
+    batch, vocab, num_groups,
+    stride_row,      # logits.stride(0)
+    ws_stride,       # row stride of the scratch tensors (elements)
+    HAS_K: tl.constexpr, K_TENSOR: tl.constexpr,
+    HAS_P: tl.constexpr, P_TENSOR: tl.constexpr,
+    T_TENSOR: tl.constexpr,
+    RETURN_PROBS: tl.constexpr,
+    USE_POOL: tl.constexpr,
+    CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr,
+    GS: tl.constexpr, NGB: tl.constexpr, P_MAX: tl.constexpr, PB: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    for row in range(pid, batch, tl.num_programs(0)):
+        row64 = tl.cast(row, tl.int64)
+        row_ptr = logits_ptr + row64 * stride_row
+        k = 0
+        if HAS_K:
+            if K_TENSOR:
+                k = tl.load(top_k_ptr + row).to(tl.int32)
+            else:
+                k = top_k_val
+        p = 1.0
+        if HAS_P:
+            if P_TENSOR:
+                p = tl.load(top_p_ptr + row).to(tl.float32)
+            else:
+                p = top_p_val
+        if T_TENSOR:
+            t = tl.load(temp_ptr + row).to(tl.float32)
+        else:
+            t = temp_val
+        seed = tl.load(seeds_ptr + row)
+        greedy = (t == 0.0).to(tl.int32)
+        inv_t = 1.0 / tl.where(t == 0.0, 1.0, t)
+        k_on = (k > 0) & (k < vocab)
+        p_on = p < 1.0
+        done = tl.zeros([], dtype=tl.int32)
+        token = tl.zeros([], dtype=tl.int32)
+        m = tl.full([], float("-inf"), dtype=tl.float32)
+        t_key = tl.zeros([], dtype=tl.int32)
+        z = tl.full([], 1.0, dtype=tl.float32)
+        if USE_POOL:
+            if k_on & (k <= num_groups) & (k <= P_MAX) & (greedy == 0):
+                done, token, m, t_key, z = _pool_row(
+                    row_ptr, vocab, gmax_ptr + row64 * ws_stride, num_groups,
+                    list_ptr + row64 * ws_stride, pool_key_ptr + row64 * ws_stride,
+                    pool_x_ptr + row64 * ws_stride, pool_idx_ptr + row64 * ws_stride,
+                    k, p, p_on, inv_t, seed, CHUNK, NC, ROUNDS, GS, NGB, P_MAX, PB)
+        if done == 0:
+            token, m, t_key, z = _general_row(row_ptr, vocab, k, k_on, p, p_on, inv_t, greedy,
+                                              seed, CHUNK, NC, ROUNDS)
+        tl.store(tokens_ptr + row, token.to(tl.int64))
+        if RETURN_PROBS:
+            out_ptr = probs_ptr + row64 * vocab
+            alive = m > float("-inf")
+            m_safe = tl.where(alive, m, 0.0)
+            inv_z = 1.0 / tl.where(z > 0.0, z, 1.0)
+            t_eff = tl.where(alive, t_key, BIG_INDEX)  # above every sanitised key when dead
+            for start in range(0, vocab, CHUNK):
+                offs = start + tl.arange(0, CHUNK)
+                x, key = _sanitize_key(tl.load(row_ptr + offs, mask=offs < vocab,
+                                               other=float("-inf")).to(tl.float32))
+                pr = tl.where(key >= t_eff, tl.exp((x - m_safe) * inv_t) * inv_z, 0.0)
+                if greedy != 0:
+                    pr = tl.where(offs == tl.where(alive, token, -1), 1.0, 0.0)
+                tl.store(out_ptr + offs, pr, mask=offs < vocab)

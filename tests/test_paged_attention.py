@@ -1,0 +1,351 @@
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+import ascend_kernels as ak
+from ascend_kernels.fallback_atb import paged_attention as atb
+from ascend_kernels.ops import paged_attention as pa_op
+from ascend_kernels.reference.paged_attention import paged_attention as ref_pa
+
+from .conftest import devices, poison_like
+
+TOL = {torch.float32: 2e-3, torch.float16: 4e-3, torch.bfloat16: 2e-2}
+
+
+def _inputs(num_seqs, kv_heads, gqa, head_size, block_size, lens, dtype, device, max_blocks=None,
+            num_blocks=None, seed=0):
+    """Random q and caches, a shuffled block table; entries past each length are garbage
+    (out-of-range ids, negatives); cache slots past each length hold NaN/inf."""
+    g = torch.Generator().manual_seed(seed)
+    lens = torch.tensor(lens, dtype=torch.int32)
+    need = int(((lens + block_size - 1) // block_size).max().item()) if num_seqs else 0
+    max_blocks = max_blocks or max(1, need + 1)
+    num_blocks = num_blocks or max(1, num_seqs * max_blocks)
+    q = torch.randn(num_seqs, kv_heads * gqa, head_size, generator=g).to(dtype)
+    kc = torch.randn(num_blocks, block_size, kv_heads, head_size, generator=g).to(dtype)
+    vc = torch.randn(num_blocks, block_size, kv_heads, head_size, generator=g).to(dtype)
+    bt = torch.randperm(num_blocks, generator=g)[: num_seqs * max_blocks] % num_blocks
+    bt = bt.reshape(num_seqs, max_blocks).to(torch.int32) if num_seqs else \
+        torch.zeros(0, max_blocks, dtype=torch.int32)
+    garbage = torch.tensor([10 ** 6, -3, num_blocks, 2 ** 31 - 1], dtype=torch.int32)
+    for i in range(num_seqs):
+        used = (int(lens[i]) + block_size - 1) // block_size
+        for j in range(used, max_blocks):
+            bt[i, j] = garbage[(i + j) % len(garbage)]
+        if int(lens[i]) % block_size and used:  # tail slots of the last page: NaN / inf
+            page = int(bt[i, used - 1])
+            kc[page, int(lens[i]) % block_size:] = float("nan")
+            vc[page, int(lens[i]) % block_size:] = float("inf")
+    to = lambda t: t.to(device)  # noqa: E731
+    return to(q), to(kc), to(vc), to(bt), to(lens)
+
+
+def _expect(q, kc, vc, bt, lens, **kw):
+    scale = kw.get("scale") or 1.0 / math.sqrt(q.shape[-1])
+    return ref_pa(q.cpu(), kc.cpu(), vc.cpu(), bt.cpu(), lens.cpu(), scale, kw.get("sliding_window") or 0,
+                  kw.get("softcap", 0.0), None if kw.get("alibi_slopes") is None else kw["alibi_slopes"].cpu(),
+                  compute_dtype=torch.float64)
+
+
+def _close(out, expect, dtype):
+    assert not torch.isnan(out).any(), "unwritten (NaN-poisoned) or NaN output"
+    err = (out.double().cpu() - expect).norm() / expect.norm().clamp_min(1e-12)
+    assert err < TOL[dtype], f"relative error {err:.2e}"
+    assert (out.double().cpu() - expect).abs().max() < 10 * TOL[dtype] + 0.02
+
+
+def _run(q, kc, vc, bt, lens, config=None, **kw):
+    """Through the public op (config None) or one launch of a given config."""
+    out = poison_like(q)
+    if config is None:
+        return ak.paged_attention(q, kc, vc, bt, lens, out=out, **kw)
+    p = pa_op._validate(q, kc, vc, bt, lens, out=out, **kw)
+    pa_op._launch(p, config)
+    return out
+
+
+# --- matches the reference --------------------------------------------------------------------
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("gqa,head_size,block_size,dtype", [
+    (1, 64, 16, torch.bfloat16), (4, 96, 32, torch.float16), (8, 128, 128, torch.bfloat16),
+    (7, 80, 16, torch.float32)])
+def test_matches_reference(device, gqa, head_size, block_size, dtype):
+    lens = [1, 0, 2 * block_size + 5, block_size, 3]
+    q, kc, vc, bt, lens = _inputs(5, 2, gqa, head_size, block_size, lens, dtype, device)
+    assert ak.explain("paged_attention", q, kc, vc, bt, lens).path == "triton"
+    out = _run(q, kc, vc, bt, lens)
+    _close(out, _expect(q, kc, vc, bt, lens), dtype)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))  # seq_len 0 -> 0
+
+
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("opts", [
+    dict(sliding_window=7), dict(sliding_window=40, softcap=3.0), dict(softcap=2.0, scale=0.3),
+    dict(alibi=True), dict(alibi=True, sliding_window=20, softcap=4.0)])
+def test_window_softcap_alibi(device, opts):
+    opts = dict(opts)
+    q, kc, vc, bt, lens = _inputs(4, 2, 4, 64, 16, [50, 1, 0, 33], torch.bfloat16, device, seed=1)
+    if opts.pop("alibi", False):
+        opts["alibi_slopes"] = (torch.rand(q.shape[1]) * 0.5).to(device)
+    expect = _expect(q, kc, vc, bt, lens, **opts)
+    _close(_run(q, kc, vc, bt, lens, **opts), expect, torch.bfloat16)
+    # split-KV and multi-page steps compute the same function
+    cfg = {"grid_step_tokens": 32, "grid_num_splits": 3, "grid_programs_per_core": 1}
+    _close(_run(q, kc, vc, bt, lens, config=cfg, **opts), expect, torch.bfloat16)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_split_and_unsplit_agree(device):
+    q, kc, vc, bt, lens = _inputs(3, 2, 4, 64, 16, [97, 0, 64], torch.float32, device, max_blocks=8,
+                                  seed=2)
+    expect = _expect(q, kc, vc, bt, lens)
+    outs = []
+    for cfg in ({"grid_step_tokens": 16, "grid_num_splits": 1},   # one page per step, no split
+                {"grid_step_tokens": 64, "grid_num_splits": 1},   # 4 pages per step (gather)
+                {"grid_step_tokens": 16, "grid_num_splits": 3},   # even split of each sequence
+                {"grid_step_tokens": 32, "grid_num_splits": 8}):  # more splits than some have pages
+        out = _run(q, kc, vc, bt, lens, config={**cfg, "grid_programs_per_core": 1})
+        _close(out, expect, torch.float32)
+        outs.append(out)
+    for o in outs[1:]:
+        torch.testing.assert_close(o, outs[0], atol=2e-3 if device == "cuda" else 1e-5, rtol=1e-4)
+    out = _run(q, kc, vc, bt, lens, split_size=32)  # fixed split size: 4 splits of 2 pages
+    _close(out, expect, torch.float32)
+
+
+@pytest.mark.parametrize("device", devices())
+def test_fixed_split_size_is_batch_invariant(device, monkeypatch):
+    q, kc, vc, bt, lens = _inputs(4, 1, 4, 64, 16, [90, 17, 61, 5], torch.bfloat16, device, seed=3)
+    alone = _run(q[2:3], kc, vc, bt[2:3], lens[2:3], split_size=32)
+    batch = _run(q, kc, vc, bt, lens, split_size=32)
+    assert torch.equal(alone[0], batch[2])
+    monkeypatch.setenv(pa_op.SPLIT_SIZE_ENV, "32")  # the env sets the same default
+    assert torch.equal(_run(q, kc, vc, bt, lens), batch)
+    _close(batch, _expect(q, kc, vc, bt, lens), torch.bfloat16)
+
+
+def test_split_choice_depends_on_shapes_only():
+    dims = dict(num_seqs=1, num_heads=32, num_kv_heads=8, head_size=128, block_size=16, max_blocks=2048)
+    cfg = pa_op._default_config("cuda")
+    few = pa_op.plan(dims, cfg, "cuda", 132)
+    many = pa_op.plan({**dims, "num_seqs": 64, "max_blocks": 256}, cfg, "cuda", 132)
+    assert few["num_splits"] > 1 and many["num_splits"] == 1
+    fixed = pa_op.plan(dims, cfg, "cuda", 132, split_size=1024)
+    assert fixed["num_splits"] == 2048 * 16 // 1024 and fixed["pages_per_split"] == 64
+    for cfg in pa_op.CONFIGS["npu"]:  # Ascend: one page per step (multi-page tiles are gathers)
+        assert pa_op.plan(dims, cfg, "npu", 20)["constexprs"]["PAGES_PER_STEP"] == 1
+
+
+def test_all_empty_and_no_sequences():
+    q, kc, vc, bt, lens = _inputs(3, 2, 2, 32, 16, [0, 0, 0], torch.float16, "cpu", max_blocks=2)
+    out = _run(q, kc, vc, bt, lens, split_size=16)
+    assert torch.equal(out, torch.zeros_like(out))
+    q0 = torch.randn(0, 4, 32)
+    out0 = ak.paged_attention(q0, kc.float(), vc.float(), bt[:0], lens[:0])
+    assert out0.shape == (0, 4, 32)
+
+
+# --- errors, dispatch, registration ------------------------------------------------------------
+
+def _good_args():
+    q, kc, vc, bt, lens = _inputs(2, 2, 2, 32, 16, [5, 20], torch.float32, "cpu")
+    return dict(query=q, key_cache=kc, value_cache=vc, block_table=bt, seq_lens=lens)
+
+
+@pytest.mark.parametrize("bad,match,exc", [
+    (dict(query=torch.randn(2, 4)), "query must have 3", ValueError),
+    (dict(query=torch.randn(2, 4, 32).half()), "key_cache dtype", TypeError),
+    (dict(query=torch.randn(2, 3, 32)), "multiple of key_cache's num_kv_heads", ValueError),
+    (dict(query=torch.randn(2, 4, 16)), r"key_cache.shape\[3\]", ValueError),
+    (dict(value_cache=torch.randn(3, 8, 2, 32)), "same shape", ValueError),
+    (dict(block_table=torch.zeros(2, 3, dtype=torch.int64)), "block_table must have dtype", TypeError),
+    (dict(block_table=torch.zeros(3, 3, dtype=torch.int32)), r"block_table.shape\[0\]", ValueError),
+    (dict(seq_lens=torch.tensor([1, 2])), "seq_lens must have dtype", TypeError),
+    (dict(seq_lens=torch.tensor([1, 2, 3], dtype=torch.int32)), r"seq_lens.shape\[0\]", ValueError),
+    (dict(sliding_window=0), "sliding_window", ValueError),
+    (dict(softcap=-1.0), "softcap", ValueError),
+    (dict(alibi_slopes=torch.rand(3)), r"alibi_slopes.shape\[0\]", ValueError),
+    (dict(alibi_slopes=torch.rand(4).double()), "alibi_slopes must have dtype", TypeError),
+    (dict(out=torch.empty(2, 4, 16)), "out must have query's shape", ValueError),
+    (dict(seq_lens_host=torch.tensor([1], dtype=torch.int32)), "seq_lens_host", ValueError),
+    (dict(block_table_host=torch.zeros(2, 3)), "block_table_host", TypeError),
+    (dict(split_size=24), "split_size", ValueError),
+    (dict(scale="x"), "scale", TypeError),
+])
+def test_bad_input_names_the_argument(bad, match, exc):
+    args = _good_args()
+    args.update(bad)
+    pos = [args.pop(k) for k in ("query", "key_cache", "value_cache", "block_table", "seq_lens")]
+    with pytest.raises(exc, match=match):
+        ak.paged_attention(*pos, **args)
+
+
+def test_explain_forced_backend_and_fallback(monkeypatch):
+    a = _good_args()
+    args = list(a.values())
+    d = ak.explain("paged_attention", *args)
+    assert d.path == "triton" and d.config is not None
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "fallback")
+    d = ak.explain("paged_attention", *args)
+    assert d.path == "fallback" and "ASCEND_KERNELS_BACKEND=fallback" in str(d)
+    _close(_run(*args), _expect(*args), torch.float32)
+    # a page smaller than tl.dot's 16 rows: the kernel refuses, forcing triton raises
+    q, kc, vc, bt, lens = _inputs(2, 1, 2, 32, 8, [5, 20], torch.float32, "cpu")
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "triton")
+    with pytest.raises(RuntimeError, match="block_size 8"):
+        ak.paged_attention(q, kc, vc, bt, lens)
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "auto")
+    assert ak.explain("paged_attention", q, kc, vc, bt, lens).path == "fallback"
+    _close(_run(q, kc, vc, bt, lens), _expect(q, kc, vc, bt, lens), torch.float32)
+
+
+def test_registered_as_custom_op_with_fake():
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        q = torch.randn(2, 4, 32)
+        kc = torch.randn(3, 16, 2, 32)
+        out = torch.empty_like(q)
+        # the custom op itself (eager public calls skip its dispatcher): its fake runs here
+        torch.ops.ascend_kernels.paged_attention(q, kc, kc.clone(), torch.zeros(2, 2, dtype=torch.int32),
+                                                 torch.tensor([3, 4], dtype=torch.int32), out,
+                                                 0.125, 0, 0.0, None, None, None, 0)
+        assert out.shape == (2, 4, 32)
+    schema = str(torch.ops.ascend_kernels.paged_attention.default._schema)
+    assert "Tensor(a5!) out" in schema
+
+
+# --- fallback_atb: argument translation, against a fake torch_npu -----------------------------
+
+def _fake_attend(q, k_pages, v_pages, length, num_kv_heads, scale):
+    """One sequence: q [H, D]; pages [n, bs, kvh, D] -> [H, D] (fp32)."""
+    h, d = q.shape
+    k = k_pages.reshape(-1, num_kv_heads, d)[:length].float()
+    v = v_pages.reshape(-1, num_kv_heads, d)[:length].float()
+    kv = torch.arange(h) // (h // num_kv_heads)
+    s = torch.einsum("hd,lhd->hl", q.float(), k[:, kv]) * scale
+    return torch.einsum("hl,lhd->hd", torch.softmax(s, -1), v[:, kv])
+
+
+def _fake_torch_npu(calls):
+    def _npu_paged_attention(query, key_cache, value_cache, num_kv_heads, num_heads, scale_value,
+                             block_table, context_lens, out):
+        calls.append("pa")
+        assert context_lens.device.type == "cpu" and context_lens.dtype == torch.int32
+        assert key_cache.shape[1] % 16 == 0 and query.shape[-1] <= 256
+        assert query.shape[1] == num_heads and key_cache.shape[2] == num_kv_heads
+        bs = key_cache.shape[1]
+        for i, n in enumerate(context_lens.tolist()):
+            used = block_table[i, : (n + bs - 1) // bs].long()
+            assert bool(((used >= 0) & (used < key_cache.shape[0])).all())
+            out[i] = float("nan") if n == 0 else _fake_attend(
+                query[i], key_cache[used], value_cache[used], n, num_kv_heads, scale_value).to(out.dtype)
+
+    def npu_fused_infer_attention_score(query, key, value, *, actual_seq_lengths_kv, num_heads,
+                                        num_key_value_heads, scale, input_layout, block_table,
+                                        block_size, sparse_mode=0):
+        calls.append("fia")
+        assert input_layout == "BSH" and isinstance(actual_seq_lengths_kv, list) and sparse_mode == 0
+        b, _, hd = query.shape
+        d = hd // num_heads
+        kc = key.reshape(key.shape[0], block_size, num_key_value_heads, d)
+        vc = value.reshape(value.shape[0], block_size, num_key_value_heads, d)
+        out = torch.empty_like(query)
+        for i, n in enumerate(actual_seq_lengths_kv):
+            used = block_table[i, : (n + block_size - 1) // block_size].long()
+            assert bool(((used >= 0) & (used < kc.shape[0])).all())
+            res = torch.full((num_heads, d), float("nan")) if n == 0 else _fake_attend(
+                query[i, 0].reshape(num_heads, d), kc[used], vc[used], n, num_key_value_heads, scale)
+            out[i, 0] = res.reshape(-1).to(out.dtype)
+        return out, None
+
+    return types.SimpleNamespace(_npu_paged_attention=_npu_paged_attention,
+                                 npu_fused_infer_attention_score=npu_fused_infer_attention_score)
+
+
+@pytest.mark.parametrize("block_size,head_size,path", [(16, 64, "pa"), (128, 128, "pa"), (24, 64, "fia"),
+                                                       (16, 320, "fia")])
+@pytest.mark.parametrize("host_lens", [True, False])
+def test_fallback_atb_translation(monkeypatch, block_size, head_size, path, host_lens):
+    calls = []
+    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
+    q, kc, vc, bt, lens = _inputs(4, 2, 2, head_size, block_size, [block_size + 3, 0, 1, 2 * block_size],
+                                  torch.float16, "cpu", seed=4)
+    kc, vc = kc.nan_to_num(0.0, 0.0, 0.0), vc.nan_to_num(0.0, 0.0, 0.0)  # the fake reads whole pages
+    out = poison_like(q)
+    scale = 0.11
+    atb.paged_attention(q, kc, vc, bt, lens, out, scale=scale,
+                        seq_lens_host=lens.clone() if host_lens else None)
+    assert calls == [path]
+    _close(out, _expect(q, kc, vc, bt, lens, scale=scale), torch.float16)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+
+
+def test_fallback_atb_unsupported_options_use_reference(monkeypatch):
+    calls = []
+    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
+    q, kc, vc, bt, lens = _inputs(2, 1, 2, 32, 16, [30, 7], torch.float16, "cpu")
+    for opts in (dict(softcap=5.0), dict(sliding_window=4), dict(alibi_slopes=torch.rand(2))):
+        out = poison_like(q)
+        atb.paged_attention(q, kc, vc, bt, lens, out, scale=0.2, **opts)
+        _close(out, _expect(q, kc, vc, bt, lens, scale=0.2, **opts), torch.float16)
+    assert calls == []
+
+
+# --- Ascend compile check: every kept config lowers, nothing scalarised in the page loop ------
+
+def test_ascend_compile_check(tmp_path, monkeypatch):
+    from ascend_kernels import ascend_check as ac
+
+    ok, why = ac.adapter_available()
+    if not ok:
+        pytest.skip(f"Ascend compile check unavailable: {why}")
+    monkeypatch.setenv(ac.CACHE_ENV, str(tmp_path))
+    shapes = [dict(seqs=64, heads=32, kv_heads=8, head_size=128, block_size=128, context=4096),
+              dict(seqs=1, heads=32, kv_heads=8, head_size=128, block_size=16, context=32768),
+              dict(seqs=4, heads=28, kv_heads=4, head_size=96, block_size=32, context=2048,
+                   softcap=30.0, alibi=True, split_size=512, dtype="float16"),
+              dict(seqs=8, heads=8, kv_heads=8, head_size=64, block_size=128, context=1000)]
+    cases = [c for s in shapes for cfg in pa_op.CONFIGS["npu"] for c in pa_op._ascend_cases(s, cfg)]
+    results = ac.check_cases(cases, timeout=180, use_cache=False)
+    for r in results:
+        assert r.lowered, (r.kernel, r.label, r.error)
+        assert r.scalarised == 0, (r.kernel, r.label, r.scalarised_where)
+        assert r.fits, (r.kernel, r.label, r.ub_bytes)
+
+
+# --- GPU: large shapes, bf16 dots for real, graph capture (run on the device machine) ----------
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("block_size", [16, 128])
+def test_gpu_large_and_graph_replay(block_size):
+    dev = "cuda"
+    lens = torch.randint(1, 3000, (48,)).tolist()
+    lens[:3] = [0, 1, 2999]
+    q, kc, vc, bt, lens_t = _inputs(48, 8, 4, 128, block_size, lens, torch.bfloat16, dev, seed=5)
+    _close(_run(q, kc, vc, bt, lens_t), _expect(q, kc, vc, bt, lens_t), torch.bfloat16)
+    # few sequences: split-KV; captured once, replayed with new lengths and tables
+    q, kc, vc, bt, lens_t = _inputs(2, 8, 4, 128, block_size, [6000, 4000], torch.bfloat16, dev, seed=6)
+    out = torch.empty_like(q)
+    static_bt, static_lens = bt.clone(), lens_t.clone()
+    ak.paged_attention(q, kc, vc, static_bt, static_lens, out=out)  # compile outside the capture
+    torch.cuda.synchronize()
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        ak.paged_attention(q, kc, vc, static_bt, static_lens, out=out)
+    for new_lens in ([1, 5999], [0, 3333]):
+        static_lens.copy_(torch.tensor(new_lens, dtype=torch.int32))
+        static_bt.copy_(bt[torch.tensor([1, 0])])
+        out.fill_(float("nan"))
+        graph.replay()
+        torch.cuda.synchronize()
+        _close(out, _expect(q, kc, vc, static_bt, static_lens), torch.bfloat16)
+
+
+def test_ascend_cases_skip_shapes_sent_to_the_fallback():
+    big = dict(seqs=8, heads=16, kv_heads=8, head_size=256, block_size=128, context=4096)
+    assert pa_op._ascend_cases(big, pa_op.CONFIGS["npu"][0]) == []
