@@ -1,0 +1,242 @@
+"""Varlen / paged prefill attention (FlashAttention-2 style forward), one source for both K/V layouts.
+
+Persistent grid over tasks (sequence, query tile, kv head); a task runs the GQA group's query heads
+one after another over the same K/V tiles (the second and later heads read them from cache). Per
+task the KV loop is cut into three ranges from the causal/window band, computed on scalars before
+the loop: masked tiles left of the band's fully visible part, unmasked tiles (no mask arithmetic at
+all), masked tiles on the right edge (the diagonal and the sequence tail). Tiles wholly outside the
+band are never visited.
+
+Positions are bottom-right aligned (FlashAttention): query i of a sequence with sq queries and sk
+keys is at key position i + sk - sq and sees keys j with
+``i + sk - sq - window_left <= j <= i + sk - sq + window_right`` (negative = unbounded).
+
+Paged K/V: a KV tile is one page (BLOCK_N == block_size), or a slice of one page (BLOCK_N <
+block_size, for a smaller on-chip footprint), found through one block-table entry; its rows are
+loaded as one strided block (structured on Ascend, no gathers). The next tile's page id is read
+one step ahead.
+"""
+import triton
+import triton.language as tl
+
+from ._softmax import (apply_softcap, band_mask, finish_softmax, online_softmax_step,
+                       online_softmax_step_full)
+
+
+@triton.jit
+def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, PAGE_SIZE: tl.constexpr,
+                   PAGED: tl.constexpr):
+    """int64 index of the tile starting at key n: its page (PAGED) or its first token (varlen);
+    times the page / token stride it is the tile's offset from the head's base (plus the row
+    in the page when a tile is part of a page). A tile at or past hi (the range's end) reads
+    no block-table entry and gives 0."""
+    if PAGED:
+        page = tl.load(block_table_ptr + seq * stride_bt_b + n // PAGE_SIZE, mask=n < hi, other=0)
+        return tl.cast(page, tl.int64)
+    else:
+        return tl.cast(k_start + n, tl.int64)
+
+
+@triton.jit
+def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale,
+            window_left, window_right, mask_d,
+            offs_n, MASKED: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
+            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr):
+    """One KV tile: scores, (mask), online softmax, P @ V. MASKED tiles mask keys past sk and
+    outside the band; unmasked tiles are wholly inside both."""
+    if MASKED:
+        k_pos = n + offs_n
+        ld_mask = (k_pos < sk)[:, None]
+        if BLOCK_D != HEAD_SIZE:
+            ld_mask = ld_mask & mask_d[None, :]
+        k = tl.load(k_base + k_offs, mask=ld_mask, other=0.0)
+        v = tl.load(v_base + v_offs, mask=ld_mask, other=0.0)
+    else:
+        if BLOCK_D != HEAD_SIZE:
+            k = tl.load(k_base + k_offs, mask=mask_d[None, :], other=0.0)
+            v = tl.load(v_base + v_offs, mask=mask_d[None, :], other=0.0)
+        else:
+            k = tl.load(k_base + k_offs)
+            v = tl.load(v_base + v_offs)
+    if DOT_FP32:
+        s = tl.dot(q, tl.trans(k.to(tl.float32)))
+    else:
+        s = tl.dot(q, tl.trans(k))
+    if MASKED:
+        if SOFTCAP > 0:
+            s = apply_softcap(s * sm_scale, SOFTCAP) * 1.4426950408889634
+        else:
+            s = s * qk_scale
+        visible = band_mask(q_pos[:, None], k_pos[None, :], window_left, window_right)
+        visible = visible & (k_pos < sk)[None, :]
+        s = tl.where(visible, s, float("-inf"))
+        m_new, l_new, p, alpha = online_softmax_step(m_i, l_i, s)
+    else:
+        if SOFTCAP > 0:
+            s = apply_softcap(s * sm_scale, SOFTCAP)
+            m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, 1.4426950408889634)
+        else:
+            m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, qk_scale)
+    acc = acc * alpha[:, None]
+    if DOT_FP32:
+        acc = tl.dot(p, v.to(tl.float32), acc)
+    else:
+        acc = tl.dot(p.to(v.dtype), v, acc)
+    return acc, m_new, l_new
+
+
+@triton.jit
+def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq, k_start, sk,
+                  block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                  qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
+                  MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
+                  HEAD_SIZE: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
+                  DOT_FP32: tl.constexpr):
+    """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
+    # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
+    # block-table load inside the step
+    idx = _kv_tile_index(lo, hi, seq, k_start, block_table_ptr, stride_bt_b, PAGE_SIZE, PAGED)
+    for n in range(lo, hi, BLOCK_N):
+        nxt = _kv_tile_index(n + BLOCK_N, hi, seq, k_start, block_table_ptr, stride_bt_b,
+                             PAGE_SIZE, PAGED)
+        k_tile = k_head + idx * k_unit
+        v_tile = v_head + idx * v_unit
+        if PAGED:
+            if BLOCK_N < PAGE_SIZE:  # the tile is rows [n % PAGE_SIZE, + BLOCK_N) of its page
+                k_tile += (n % PAGE_SIZE) * stride_kt
+                v_tile += (n % PAGE_SIZE) * stride_vt
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile,
+                                k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale, window_left,
+                                window_right, mask_d, offs_n, MASKED, HEAD_SIZE, BLOCK_D,
+                                SOFTCAP, DOT_FP32)
+        idx = nxt
+    return acc, m_i, l_i
+
+
+@triton.jit
+def flash_attention_kernel(
+    q_ptr,              # [total_q, num_heads, head_size], head dim contiguous
+    k_ptr, v_ptr,       # varlen: [total_k, num_kv_heads, head_size]; PAGED: [num_blocks, block_size,
+                        #   num_kv_heads, head_size]; head dim contiguous
+    out_ptr,            # [total_q, num_heads, head_size], head dim contiguous
+    lse_ptr,            # [num_heads, total_q] fp32 (written when RETURN_LSE)
+    cu_seqlens_q_ptr,   # [batch + 1] int32
+    cu_seqlens_k_ptr,   # [batch + 1] int32 (varlen; unread when PAGED)
+    seqused_k_ptr,      # [batch] int32 (PAGED, or varlen with HAS_SEQUSED)
+    block_table_ptr,    # [batch, max_blocks] int32 (PAGED)
+    sm_scale,           # fp32 softmax scale (natural units)
+    window_left, window_right,  # keys before / after the (bottom-right aligned) diagonal; -1 = all
+    batch, tiles_per_seq,       # tiles_per_seq = cdiv(max_seqlen_q, BLOCK_M)
+    stride_qt, stride_qh,
+    stride_kt, stride_kh, stride_kb,   # kt: token (varlen) or row-in-page (paged); kb: page (paged)
+    stride_vt, stride_vh, stride_vb,
+    stride_ot, stride_oh,
+    stride_lse_h,
+    stride_bt_b,
+    NUM_KV_HEADS: tl.constexpr, GQA: tl.constexpr,   # num_heads = NUM_KV_HEADS * GQA
+    HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,  # BLOCK_D = head_size rounded up to 2^k
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,    # PAGED: BLOCK_N divides PAGE_SIZE
+    PAGE_SIZE: tl.constexpr,                         # block_size (PAGED; unused for varlen)
+    PAGED: tl.constexpr, HAS_SEQUSED: tl.constexpr,
+    SOFTCAP: tl.constexpr, RETURN_LSE: tl.constexpr,
+    DOT_FP32: tl.constexpr,  # interpreter: bf16 dots are wrong there, so dot in fp32
+):
+    pid = tl.program_id(0)
+    num_programs = tl.num_programs(0)
+    offs_m = tl.arange(0, BLOCK_M)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_SIZE
+    qk_scale = sm_scale * 1.4426950408889634
+    # K/V tile element offsets from a tile's base (int32: one tile is small)
+    k_offs = offs_n[:, None] * stride_kt + offs_d[None, :]
+    v_offs = offs_n[:, None] * stride_vt + offs_d[None, :]
+    # a tile's offset = its index (page or first token, _kv_tile_index) times this stride
+    if PAGED:
+        k_unit = stride_kb
+        v_unit = stride_vb
+    else:
+        k_unit = stride_kt
+        v_unit = stride_vt
+    n_tasks = batch * tiles_per_seq * NUM_KV_HEADS
+    for task in range(pid, n_tasks, num_programs):
+        # tile fastest (programs running together share one head's K/V in cache), last tiles
+        # first (under a causal mask they are the longest)
+        tile = tiles_per_seq - 1 - task % tiles_per_seq
+        rest = task // tiles_per_seq
+        kvh = rest % NUM_KV_HEADS
+        seq = rest // NUM_KV_HEADS
+        q_start = tl.load(cu_seqlens_q_ptr + seq)
+        sq = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+        q_lo = tile * BLOCK_M
+        if q_lo < sq:
+            if PAGED:
+                k_start = 0
+                sk = tl.load(seqused_k_ptr + seq)
+            else:
+                k_start = tl.load(cu_seqlens_k_ptr + seq)
+                if HAS_SEQUSED:
+                    sk = tl.load(seqused_k_ptr + seq)
+                else:
+                    sk = tl.load(cu_seqlens_k_ptr + seq + 1) - k_start
+            diag = sk - sq
+            q_hi = tl.minimum(q_lo + BLOCK_M, sq) - 1  # last real query row of the tile
+            # keys any row of the tile sees: [kv_lo, kv_hi)
+            kv_lo = 0
+            if window_left >= 0:
+                kv_lo = tl.maximum(q_lo + diag - window_left, 0)
+            kv_hi = sk
+            if window_right >= 0:
+                kv_hi = tl.minimum(q_hi + diag + window_right + 1, sk)
+            start = (kv_lo // BLOCK_N) * BLOCK_N
+            # tiles every row sees whole: [full_lo, full_hi), multiples of BLOCK_N
+            full_lo = start
+            if window_left >= 0:
+                x = tl.maximum(q_hi + diag - window_left, 0)
+                full_lo = tl.maximum(((x + BLOCK_N - 1) // BLOCK_N) * BLOCK_N, start)
+            y = sk
+            if window_right >= 0:
+                y = tl.minimum(q_lo + diag + window_right + 1, sk)
+            full_hi = (tl.maximum(y, 0) // BLOCK_N) * BLOCK_N
+            end_a = tl.minimum(tl.maximum(full_lo, start), kv_hi)   # masked  [start, end_a)
+            end_b = tl.minimum(tl.maximum(full_hi, end_a), kv_hi)   # full    [end_a, end_b)
+            # masked [end_b, kv_hi)
+            q_rows = q_lo + offs_m
+            row_ok = q_rows < sq
+            q_pos = q_rows + diag
+            tok = tl.cast(q_start + q_rows, tl.int64)
+            for g in range(GQA):
+                h = kvh * GQA + g
+                q_ptrs = q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :]
+                q = tl.load(q_ptrs, mask=row_ok[:, None] & mask_d[None, :], other=0.0)
+                if DOT_FP32:
+                    q = q.to(tl.float32)
+                k_head = k_ptr + tl.cast(kvh, tl.int64) * stride_kh
+                v_head = v_ptr + tl.cast(kvh, tl.int64) * stride_vh
+                m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+                l_i = tl.zeros([BLOCK_M], tl.float32)
+                acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+                acc, m_i, l_i = _attend_range(
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, start, end_a, seq, k_start, sk,
+                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
+                    True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32)
+                acc, m_i, l_i = _attend_range(
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_a, end_b, seq, k_start, sk,
+                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
+                    False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32)
+                acc, m_i, l_i = _attend_range(
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_b, kv_hi, seq, k_start, sk,
+                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
+                    True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32)
+                out, lse = finish_softmax(acc, m_i, l_i)
+                o_ptrs = out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
+                tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_d[None, :])
+                if RETURN_LSE:
+                    tl.store(lse_ptr + tl.cast(h, tl.int64) * stride_lse_h + tok, lse, mask=row_ok)

@@ -1,0 +1,391 @@
+"""flash_attention: Triton kernel (interpreter on CPU) against the float64 reference, the ATB
+fallback against a fake torch_npu, argument errors, dispatch reasons, the custom op."""
+import math
+import sys
+import types
+
+import pytest
+import torch
+
+import ascend_kernels
+from ascend_kernels.fallback_atb import flash_attention as atb
+from ascend_kernels.ops import flash_attention as fa
+from ascend_kernels.reference import flash_attention as ref
+
+from .conftest import poison_like
+
+I32 = torch.int32
+
+
+def _cu(lens, device):
+    return torch.tensor([0] + list(torch.tensor(lens).cumsum(0).tolist()), dtype=I32, device=device)
+
+
+def make_case(lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.float16, block_size=None,
+              device="cpu", seed=0):
+    """Fresh random inputs (never zeros). Paged: shuffled pages plus spare ones, block-table
+    entries past a sequence's pages point at a real page too (they must not be read)."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rnd(*shape):
+        return torch.randn(*shape, generator=g).to(dtype=dtype, device=device)
+
+    case = {"q": rnd(sum(lens_q), heads, head_size), "cu_seqlens_q": _cu(lens_q, device),
+            "max_seqlen_q": max(lens_q)}
+    if block_size:
+        nbs = [-(-n // block_size) for n in lens_k]
+        nb = sum(nbs) + 2
+        case["k"] = rnd(nb, block_size, kv_heads, head_size)
+        case["v"] = rnd(nb, block_size, kv_heads, head_size)
+        perm = torch.randperm(nb, generator=g).to(I32)
+        bt = torch.full((len(lens_q), max(max(nbs), 1) + 1), int(perm[-1]), dtype=I32)
+        i = 0
+        for b, n in enumerate(nbs):
+            bt[b, :n] = perm[i:i + n]
+            i += n
+        case["block_table"] = bt.to(device)
+        case["seqused_k"] = torch.tensor(lens_k, dtype=I32, device=device)
+    else:
+        # a few extra tokens past the last sequence: they must not be read
+        case["k"] = rnd(sum(lens_k) + 3, kv_heads, head_size)
+        case["v"] = rnd(sum(lens_k) + 3, kv_heads, head_size)
+        case["cu_seqlens_k"] = _cu(lens_k, device)
+    return case
+
+
+def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding_window=None,
+                  softcap=0.0, check_lse=True):
+    q = case["q"]
+    out = poison_like(q)
+    o, lse = ascend_kernels.flash_attention(
+        q, case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=case["max_seqlen_q"],
+        cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
+        block_table=case.get("block_table"), causal=causal, window_left=window_left,
+        window_right=window_right, sliding_window=sliding_window, softcap=softcap, out=out,
+        return_lse=True)
+    assert o is out
+    wl, wr = fa.resolve_window(causal, window_left, window_right, sliding_window)
+    ro, rl = ref.flash_attention(q, case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
+                                 case.get("seqused_k"), case.get("block_table"),
+                                 1.0 / math.sqrt(q.shape[-1]), wl, wr, softcap,
+                                 out=torch.empty(q.shape, dtype=torch.float64, device=q.device),
+                                 return_lse=True, compute_dtype=torch.float64)
+    assert not torch.isnan(o).any(), "NaN in the output (unwritten rows or 0/0)"
+    tol = 2e-2 if q.dtype == torch.bfloat16 else 3e-3
+    torch.testing.assert_close(o.double(), ro, atol=tol, rtol=tol)
+    assert lse.shape == (q.shape[1], q.shape[0]) and lse.dtype == torch.float32
+    if check_lse:
+        assert torch.equal(torch.isneginf(lse), torch.isneginf(rl))
+        torch.testing.assert_close(lse.nan_to_num(0.0, 0.0, 0.0), rl.nan_to_num(0.0, 0.0, 0.0),
+                                   atol=1e-4, rtol=1e-4)
+    return o, lse
+
+
+# ---------------------------------------------------------------- varlen kernel, interpreter
+
+VARLEN_CASES = [
+    # id, lens_q, lens_k, heads, kv_heads, head_size, kwargs
+    ("causal-d64-lens1..150", [1, 37, 150], [1, 37, 150], 1, 1, 64, {}),
+    ("causal-sk>sq-d64", [40, 3], [300, 90], 2, 2, 64, {}),
+    ("noncausal-gqa4-d80", [5, 70], [9, 120], 4, 1, 80, {"causal": False}),
+    ("causal-gqa7-d128", [30], [75], 7, 1, 128, {}),
+    ("left-only", [50, 90], [70, 90], 1, 1, 64, {"causal": False, "window_left": 20}),
+    ("right-only", [50, 90], [70, 90], 1, 1, 64, {"causal": False, "window_right": 7}),
+    ("left-and-right", [50, 90], [70, 90], 1, 1, 80, {"causal": False, "window_left": 15, "window_right": 9}),
+    ("causal-left", [64, 33], [100, 33], 2, 1, 64, {"window_left": 31}),
+    ("softcap-causal", [45, 60], [45, 100], 2, 1, 64, {"softcap": 2.5}),
+]
+
+
+@pytest.mark.parametrize("lens_q,lens_k,heads,kv_heads,head_size,kwargs",
+                         [c[1:] for c in VARLEN_CASES], ids=[c[0] for c in VARLEN_CASES])
+def test_varlen(lens_q, lens_k, heads, kv_heads, head_size, kwargs):
+    run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size), **kwargs)
+
+
+def test_bf16_varlen():
+    run_and_check(make_case([33, 70], [50, 70], 2, 1, 80, dtype=torch.bfloat16))
+
+
+def test_sliding_window_forms_bit_identical():
+    case = make_case([60, 100], [60, 130], 2, 1, 64)
+    a, la = run_and_check(case, sliding_window=25)
+    b, lb = run_and_check(case, window_left=24, window_right=0, causal=False)
+    c, lc = run_and_check(case, sliding_window=25, window_left=24, window_right=0)
+    assert torch.equal(a, b) and torch.equal(a, c)
+    assert torch.equal(la, lb) and torch.equal(la, lc)
+
+
+def test_rows_that_see_no_key():
+    # causal with fewer keys than queries: the first rows see nothing; a sequence with no keys;
+    # an empty query sequence in the middle
+    case = make_case([50, 4, 0, 7], [20, 0, 5, 7], 2, 1, 64)
+    o, lse = run_and_check(case)
+    assert torch.equal(o[:30], torch.zeros_like(o[:30]))
+    assert torch.isneginf(lse[:, :30]).all() and torch.isneginf(lse[:, 50:54]).all()
+    assert torch.isfinite(lse[:, 30:50]).all()
+
+
+def test_out_none_and_no_lse():
+    case = make_case([20], [20], 1, 1, 64)
+    o = ascend_kernels.flash_attention(case["q"], case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"],
+                                       max_seqlen_q=20, cu_seqlens_k=case["cu_seqlens_k"])
+    assert isinstance(o, torch.Tensor) and o.shape == case["q"].shape
+    ro, _ = ref.flash_attention(case["q"], case["k"], case["v"], case["cu_seqlens_q"], case["cu_seqlens_k"],
+                                None, None, 0.125, -1, 0, 0.0, out=torch.empty(o.shape, dtype=torch.float64),
+                                compute_dtype=torch.float64)
+    torch.testing.assert_close(o.double(), ro, atol=3e-3, rtol=3e-3)
+
+
+def test_strided_q_and_kv():
+    # q/k/v as slices of a fused qkv tensor: token strides larger than heads * head_size
+    g = torch.Generator().manual_seed(3)
+    qkv = torch.randn(70, 4, 64, generator=g).half()
+    q, k, v = qkv[:, :2], qkv[:, 2:3], qkv[:, 3:4]
+    case = {"q": q, "k": k, "v": v, "cu_seqlens_q": _cu([30, 40], "cpu"), "max_seqlen_q": 40,
+            "cu_seqlens_k": _cu([30, 40], "cpu")}
+    run_and_check(case)
+
+
+# ---------------------------------------------------------------- paged kernel, interpreter
+
+PAGED_CASES = [
+    ("bs16-causal", 16, [10, 90], [40, 200], 2, 1, 64, {}),
+    ("bs32-window", 32, [70, 1], [100, 65], 2, 2, 80, {"sliding_window": 40}),
+    ("bs128-causal-gqa4", 128, [3, 60], [130, 300], 4, 1, 64, {}),
+    ("bs16-noncausal-softcap", 16, [20], [45], 1, 1, 128, {"causal": False, "softcap": 4.0}),
+]
+
+
+@pytest.mark.parametrize("block_size,lens_q,lens_k,heads,kv_heads,head_size,kwargs",
+                         [c[1:] for c in PAGED_CASES], ids=[c[0] for c in PAGED_CASES])
+def test_paged(block_size, lens_q, lens_k, heads, kv_heads, head_size, kwargs):
+    run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=block_size), **kwargs)
+
+
+def test_paged_matches_varlen():
+    """The same keys in a paged cache and contiguous give the same output."""
+    paged = make_case([30, 50], [60, 50], 2, 1, 64, block_size=16, seed=5)
+    bt, used = paged["block_table"], paged["seqused_k"]
+    ks, vs = [], []
+    for b in range(2):
+        n = int(used[b])
+        pages = bt[b, : -(-n // 16)].long()
+        ks.append(paged["k"][pages].reshape(-1, 1, 64)[:n])
+        vs.append(paged["v"][pages].reshape(-1, 1, 64)[:n])
+    varlen = dict(paged, k=torch.cat(ks), v=torch.cat(vs), cu_seqlens_k=_cu([60, 50], "cpu"))
+    del varlen["block_table"], varlen["seqused_k"]
+    a, _ = run_and_check(paged)
+    b, _ = run_and_check(varlen)
+    torch.testing.assert_close(a, b, atol=2e-3, rtol=0)
+
+
+# ---------------------------------------------------------------- arguments
+
+def _args(**over):
+    case = make_case([8, 8], [8, 8], 2, 1, 64)
+    kw = dict(cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=8, cu_seqlens_k=case["cu_seqlens_k"])
+    kw.update(over)
+    return case["q"], case["k"], case["v"], kw
+
+
+@pytest.mark.parametrize("over,name", [
+    ({"cu_seqlens_q": torch.tensor([0, 8, 16], dtype=torch.int64)}, "cu_seqlens_q"),
+    ({"cu_seqlens_k": torch.tensor([0, 8], dtype=I32)}, "cu_seqlens_k"),
+    ({"max_seqlen_q": 8.0}, "max_seqlen_q"),
+    ({"window_left": -2}, "window_left"),
+    ({"sliding_window": 0}, "sliding_window"),
+    ({"sliding_window": 8, "window_left": 3}, "sliding_window"),
+    ({"window_right": 4}, "window_right"),          # causal=True with a look-ahead window
+    ({"softcap": -1.0}, "softcap"),
+    ({"softmax_scale": float("nan")}, "softmax_scale"),
+    ({"softmax_scale": -0.1}, "softmax_scale"),
+    ({"out": torch.empty(16, 2, 32, dtype=torch.float16)}, "out"),
+    ({"seqused_k": torch.tensor([8], dtype=I32)}, "seqused_k"),
+])
+def test_bad_arguments_name_the_argument(over, name):
+    q, k, v, kw = _args(**over)
+    with pytest.raises((ValueError, TypeError), match=name):
+        ascend_kernels.flash_attention(q, k, v, **kw)
+
+
+def test_bad_tensors_name_the_argument():
+    q, k, v, kw = _args()
+    with pytest.raises(TypeError, match="k must have q's dtype"):
+        ascend_kernels.flash_attention(q, k.float(), v, **kw)
+    with pytest.raises(ValueError, match="num_kv_heads"):
+        ascend_kernels.flash_attention(q, torch.cat([k, k, k], 1), torch.cat([v, v, v], 1), **kw)
+    with pytest.raises(ValueError, match="head_size"):
+        ascend_kernels.flash_attention(q, k[..., :32], v[..., :32], **kw)
+    with pytest.raises(ValueError, match="block_table"):
+        ascend_kernels.flash_attention(q, k, v, **dict(kw, block_table=torch.zeros(3, 2, dtype=I32)))
+    paged = make_case([8, 8], [8, 8], 2, 1, 64, block_size=16)
+    with pytest.raises(ValueError, match="seqused_k"):
+        ascend_kernels.flash_attention(paged["q"], paged["k"], paged["v"], cu_seqlens_q=paged["cu_seqlens_q"],
+                                       max_seqlen_q=8, block_table=paged["block_table"])
+
+
+def test_resolve_window():
+    assert fa.resolve_window(True, -1, -1, None) == (-1, 0)
+    assert fa.resolve_window(False, -1, -1, None) == (-1, -1)
+    assert fa.resolve_window(False, -1, -1, 4096) == (4095, 0)
+    assert fa.resolve_window(True, 4095, 0, 4096) == (4095, 0)
+    assert fa.resolve_window(False, 7, 3, None) == (7, 3)
+    with pytest.raises(ValueError, match="sliding_window"):
+        fa.resolve_window(False, 7, 3, 8)
+
+
+def test_explain_and_fallback_reasons():
+    q, k, v, kw = _args()
+    d = ascend_kernels.explain("flash_attention", q, k, v, **kw)
+    assert d.path == "triton" and d.backend == "cpu"
+    d = ascend_kernels.explain("flash_attention", q.float(), k.float(), v.float(), **kw)
+    assert d.path == "fallback" and "fp16/bf16" in d.reason
+    paged = make_case([8], [20], 2, 1, 64, block_size=8)
+    d = ascend_kernels.explain("flash_attention", paged["q"], paged["k"], paged["v"],
+                               cu_seqlens_q=paged["cu_seqlens_q"], max_seqlen_q=8,
+                               seqused_k=paged["seqused_k"], block_table=paged["block_table"])
+    assert d.path == "fallback" and "block_size 8" in d.reason
+
+
+def test_fallback_path_runs_reference():
+    """fp32 is not the kernel's: the call goes to the reference and is still right."""
+    case = make_case([20, 9], [30, 9], 2, 1, 64, dtype=torch.float32)
+    run_and_check(case)
+
+
+def test_custom_op_fake_and_schema():
+    q, k, v, kw = _args()
+    out = torch.empty_like(q)
+    torch.library.opcheck(torch.ops.ascend_kernels.flash_attention.default,
+                          (q, k, v, kw["cu_seqlens_q"], 8, kw["cu_seqlens_k"], None, None, 0.125,
+                           -1, 0, 0.0, out, True),
+                          test_utils=("test_schema", "test_faketensor"))
+
+
+# ---------------------------------------------------------------- ATB fallback, fake torch_npu
+
+def _fake_torch_npu(calls):
+    """npu_fused_infer_attention_score as documented, in PyTorch, for input_layout TND:
+    cumulative actual_seq_lengths (q; kv too unless paged, where they are per sequence),
+    sparse_mode 0 (no mask) / 3 (rightDownCausal) / 4 (band: pre_tokens before, next_tokens after
+    the bottom-right aligned diagonal), the compressed 2048 mask for 3 and 4, paged K/V as
+    [num_blocks, block_size, N_kv * D] with block_table, softmax_lse [T, N, 1]."""
+    def fia(query, key, value, *, atten_mask=None, actual_seq_lengths=None, actual_seq_lengths_kv=None,
+            block_table=None, num_heads=1, scale=1.0, pre_tokens=2147483647, next_tokens=2147483647,
+            input_layout="BSH", num_key_value_heads=0, sparse_mode=0, inner_precise=0, block_size=0,
+            softmax_lse_flag=False):
+        calls.append(dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens,
+                          paged=block_table is not None))
+        assert input_layout == "TND" and query.dim() == 3
+        assert isinstance(actual_seq_lengths, list) and isinstance(actual_seq_lengths_kv, list)
+        if sparse_mode in (3, 4):
+            assert atten_mask is not None and atten_mask.shape == (2048, 2048)
+        else:
+            assert sparse_mode == 0 and atten_mask is None
+        T, N, D = query.shape
+        kvh = num_key_value_heads or N
+        out = torch.empty_like(query)
+        lse = torch.empty(T, N, 1, dtype=torch.float32)
+        q_ends = actual_seq_lengths
+        for b, q_end in enumerate(q_ends):
+            q_beg = q_ends[b - 1] if b else 0
+            if block_table is not None:
+                sk = actual_seq_lengths_kv[b]
+                nb = -(-sk // block_size)
+                kk = key[block_table[b, :nb].long()].reshape(-1, kvh, D)[:sk]
+                vv = value[block_table[b, :nb].long()].reshape(-1, kvh, D)[:sk]
+            else:
+                k_beg = actual_seq_lengths_kv[b - 1] if b else 0
+                kk, vv = key[k_beg:actual_seq_lengths_kv[b]], value[k_beg:actual_seq_lengths_kv[b]]
+                sk = kk.shape[0]
+            sq = q_end - q_beg
+            qq = query[q_beg:q_end].double()
+            kk = kk.double().repeat_interleave(N // kvh, 1)
+            vv = vv.double().repeat_interleave(N // kvh, 1)
+            s = torch.einsum("qhd,khd->hqk", qq, kk) * scale
+            i = torch.arange(sq)[:, None] + sk - sq
+            j = torch.arange(sk)[None, :]
+            if sparse_mode == 3:
+                keep = j <= i
+            elif sparse_mode == 4:
+                keep = (j >= i - pre_tokens) & (j <= i + next_tokens)
+            else:
+                keep = torch.ones(sq, sk, dtype=torch.bool)
+            s = s.masked_fill(~keep, float("-inf"))
+            m = torch.logsumexp(s, -1)
+            out[q_beg:q_end] = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), vv).to(query.dtype)
+            lse[q_beg:q_end, :, 0] = m.transpose(0, 1).float()
+        return out, (lse if softmax_lse_flag else torch.empty(1))
+
+    return types.SimpleNamespace(npu_fused_infer_attention_score=fia)
+
+
+def _atb_vs_ref(case, wl, wr, softcap=0.0):
+    out = poison_like(case["q"])
+    o, lse = atb.flash_attention(case["q"], case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
+                                 case.get("seqused_k"), case.get("block_table"), 0.125, wl, wr, softcap,
+                                 out=out, return_lse=True)
+    ro, rl = ref.flash_attention(case["q"], case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
+                                 case.get("seqused_k"), case.get("block_table"), 0.125, wl, wr, softcap,
+                                 out=torch.empty(case["q"].shape, dtype=torch.float64), return_lse=True,
+                                 compute_dtype=torch.float64)
+    torch.testing.assert_close(o.double(), ro, atol=3e-3, rtol=3e-3)
+    torch.testing.assert_close(lse, rl, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("wl,wr,mode", [(-1, -1, 0), (-1, 0, 3), (24, 0, 4), (10, 5, 4), (-1, 6, 4), (9, -1, 4)])
+@pytest.mark.parametrize("paged", [False, True])
+def test_atb_fallback_with_fake_torch_npu(monkeypatch, wl, wr, mode, paged):
+    calls = []
+    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
+    case = make_case([20, 33], [40, 33], 4, 2, 64, block_size=16 if paged else None)
+    _atb_vs_ref(case, wl, wr)
+    assert len(calls) == 1 and calls[0]["sparse_mode"] == mode and calls[0]["paged"] == paged
+    if mode == 4:
+        assert calls[0]["pre_tokens"] == (wl if wl >= 0 else 2147483647)
+        assert calls[0]["next_tokens"] == (wr if wr >= 0 else 2147483647)
+
+
+@pytest.mark.parametrize("what", ["softcap", "empty_rows", "head_size", "seqused_varlen"])
+def test_atb_fallback_sends_unsupported_to_reference(monkeypatch, what):
+    calls = []
+    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
+    softcap, d, lens_k, used = 0.0, 64, [40, 33], None
+    if what == "softcap":
+        softcap = 5.0
+    elif what == "empty_rows":
+        lens_k = [10, 33]
+    elif what == "head_size":
+        d = 72
+    case = make_case([20, 33], lens_k, 2, 1, d)
+    if what == "seqused_varlen":
+        case["seqused_k"] = torch.tensor([30, 20], dtype=I32)
+    _atb_vs_ref(case, -1, 0, softcap)
+    assert calls == []
+
+
+# ---------------------------------------------------------------- GPU (device machine)
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("head_size", [64, 80, 128, 256])
+def test_gpu_varlen_and_paged(dtype, head_size):
+    case = make_case([1, 77, 300], [1, 200, 300], 7, 1, head_size, dtype=dtype, device="cuda")
+    run_and_check(case)
+    run_and_check(case, causal=False, window_left=40, window_right=3)
+    paged = make_case([5, 130], [300, 130], 4, 2, head_size, dtype=dtype, block_size=32, device="cuda")
+    run_and_check(paged, sliding_window=64, softcap=20.0)
+
+
+@pytest.mark.gpu
+def test_gpu_torch_compile_fullgraph():
+    case = make_case([100, 300], [100, 300], 4, 2, 128, dtype=torch.bfloat16, device="cuda")
+
+    def f(q, k, v, cu):
+        o, lse = ascend_kernels.flash_attention(q, k, v, cu_seqlens_q=cu, max_seqlen_q=300, return_lse=True)
+        return o * 2, lse
+
+    got = torch.compile(f, fullgraph=True)(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
+    want = f(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
