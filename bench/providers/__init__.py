@@ -1,0 +1,138 @@
+"""Providers: the implementations a bench case is timed with.
+
+Each op module (`bench/providers/<op>.py`) defines:
+
+    OP                      the op name
+    UNIT                    "TFLOP/s" or "GB/s": the throughput shown in the table
+    label(shape) -> str     a short description of one case
+    make_inputs(shape, device, dtype) -> dict   fresh random inputs (never zeros)
+    oracle(inputs) -> expected                  computed in float32 (or exactly), once per case
+    check(output, expected, inputs) -> (ok, detail)
+    cost(shape, dtype) -> (flops, bytes)        the fewest bytes the op must move
+    providers() -> list[Provider]
+    tune_shape(shape) -> dict                   the shape as the op's make_problem takes it
+
+A provider's `build(inputs, shape)` returns a zero-argument callable that runs the op once and
+returns what `check` compares; it raises `Unsupported` for a case it cannot take. Its
+`available(device)` returns None, or why the provider is absent on this machine (a missing
+package, a placeholder op): absent providers are listed, never an error.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib
+import os
+from typing import Any, Callable, Optional
+
+import torch
+
+OPS = ("reshape_and_cache", "flash_attention", "paged_attention", "topk_topp_sampling")
+KINDS = ("triton", "fallback", "peer")
+
+
+class Unsupported(Exception):
+    """The provider cannot take this case (shown as n/a with the reason)."""
+
+
+@dataclasses.dataclass
+class Provider:
+    name: str
+    kind: str  # "triton" (ours) | "fallback" (ATB / PyTorch reference) | "peer"
+    build: Callable[[dict, dict], Callable[[], Any]]
+    available: Optional[Callable[[torch.device], Optional[str]]] = None
+    env: dict = dataclasses.field(default_factory=dict)  # set while the provider runs
+    note: str = ""
+
+    def absent_reason(self, device: torch.device) -> Optional[str]:
+        if self.available is None:
+            return None
+        try:
+            return self.available(device)
+        except Exception as exc:  # a broken optional package is absent, not fatal
+            return f"{type(exc).__name__}: {exc}"
+
+    @contextlib.contextmanager
+    def environment(self):
+        old = {k: os.environ.get(k) for k in self.env}
+        os.environ.update(self.env)
+        try:
+            yield
+        finally:
+            for k, v in old.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+
+
+def op_module(op: str):
+    if op not in OPS:
+        raise ValueError(f"unknown op {op!r}; bench knows {list(OPS)}")
+    return importlib.import_module(f"bench.providers.{op}")
+
+
+# ---- helpers shared by the op modules -------------------------------------------------------
+
+def op_ready(op: str) -> Optional[str]:
+    """None when ascend_kernels' `op` is implemented (registered with the launcher), else why not."""
+    import ascend_kernels  # noqa: F401  (registers the ops)
+    from ascend_kernels.launcher import dispatch
+
+    if op in dispatch.op_names():
+        return None
+    return f"ascend_kernels.{op} is not implemented yet (placeholder)"
+
+
+def ours(op: str, build: Callable[[dict, dict], Callable[[], Any]]) -> list:
+    """The `triton` and `fallback` providers of one of our ops, through the public API.
+
+    `triton` forces the Triton path (ASCEND_KERNELS_BACKEND=triton: a call the kernel cannot
+    take raises, shown as n/a); `fallback` forces ATB/aclnn on NPU and the PyTorch reference
+    elsewhere.
+    """
+    def available(device):
+        return op_ready(op)
+
+    return [Provider("triton", "triton", build, available, {"ASCEND_KERNELS_BACKEND": "triton"},
+                     "ascend_kernels, Triton path"),
+            Provider("fallback", "fallback", build, available, {"ASCEND_KERNELS_BACKEND": "fallback"},
+                     "ascend_kernels fallback: ATB/aclnn on NPU, PyTorch reference elsewhere")]
+
+
+def module_absent(name: str) -> Optional[str]:
+    """None if `name` imports, else the reason it does not."""
+    try:
+        importlib.import_module(name)
+        return None
+    except Exception as exc:
+        return f"{name} is not installed ({type(exc).__name__}: {str(exc)[:80]})"
+
+
+def cuda_only(device: torch.device) -> Optional[str]:
+    return None if device.type == "cuda" else f"CUDA only (device is {device.type})"
+
+
+def randn(shape, device, dtype, scale: float = 1.0) -> torch.Tensor:
+    return (torch.randn(shape, device=device, dtype=torch.float32) * scale).to(dtype)
+
+
+def compare(out: torch.Tensor, ref: torch.Tensor, tol: float) -> tuple[bool, str]:
+    """Relative L2 error under `tol`, max abs error under 10 * tol * max|ref|, no NaN/inf."""
+    if not isinstance(out, torch.Tensor):
+        return False, f"returned {type(out).__name__}, expected a tensor"
+    if tuple(out.shape) != tuple(ref.shape):
+        return False, f"shape {tuple(out.shape)}, expected {tuple(ref.shape)}"
+    o, r = out.detach().float(), ref.detach().float().to(out.device)
+    if not torch.isfinite(o).all():
+        return False, "NaN/inf in the output"
+    diff = (o - r)
+    rel = float(diff.norm() / r.norm().clamp_min(1e-30))
+    max_abs = float(diff.abs().max()) if diff.numel() else 0.0
+    bound = 10 * tol * float(r.abs().max()) if r.numel() else 0.0
+    detail = f"rel err {rel:.1e}, max abs err {max_abs:.1e}"
+    return (rel <= tol and max_abs <= bound + 1e-6), detail
+
+
+def tol_of(dtype: torch.dtype) -> float:
+    return {torch.float32: 2e-3, torch.float16: 5e-3, torch.bfloat16: 2e-2}.get(dtype, 2e-2)

@@ -1,0 +1,763 @@
+"""The bench runner and the tuner front end.
+
+    ascend-kernels bench [--op OP ...] [--suite NAME] [--providers P ...] [--csv FILE]
+                         [--json FILE] [--plot DIR] [--results DIR]
+    ascend-kernels tune  [--op OP ...] [--suite NAME] [--export]
+
+(also `python -m bench.runner bench ...` / `python -m bench.runner tune ...`).
+
+For each case of the suite: fresh random inputs, the float32 oracle, then every provider:
+build it, run it once, check its output against the oracle (a wrong provider is flagged and
+not timed), then time it (`triton.testing.do_bench` on GPU/NPU, a wall clock on CPU). Rows
+carry the median and p20/p80, the throughput, the fraction of the roofline measured at the
+start of the run (copy bandwidth, matmul rate) and the speedups over the fallback and the
+best peer.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import itertools
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import ascend_kernels  # noqa: F401  (before triton: turns the interpreter on for CPU tensors)
+import torch
+
+from bench import providers as prov
+
+SUITES_DIR = Path(__file__).resolve().parent / "suites"
+MODELS_FILE = SUITES_DIR / "_models.yaml"
+DEFAULT_TIMING = {"cuda": (10.0, 50.0), "npu": (10.0, 50.0), "cpu": (1.0, 20.0)}  # warmup, rep ms
+
+
+# ---- suites ---------------------------------------------------------------------------------
+
+def suite_names() -> list:
+    return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.startswith("_"))
+
+
+def load_models() -> dict:
+    import yaml
+
+    return yaml.safe_load(MODELS_FILE.read_text()) or {}
+
+
+def _expand(entry: dict) -> list:
+    keys = list(entry)
+    values = [v if isinstance(v, list) else [v] for v in entry.values()]
+    return [dict(zip(keys, combo)) for combo in itertools.product(*values)]
+
+
+def load_suite(name: str) -> dict:
+    """{name, dtype, warmup_ms, rep_ms, ops: {op: [shape dicts]}}; `name` is a suite name or a
+    path to a YAML file. Model fields are merged into each shape (the entry's own keys win)."""
+    import yaml
+
+    path = Path(name)
+    if not (path.suffix in (".yaml", ".yml") and path.exists()):
+        path = SUITES_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise ValueError(f"unknown suite {name!r}; suites: {suite_names()}")
+    data = yaml.safe_load(path.read_text()) or {}
+    models = load_models()
+    models.update(data.get("models") or {})
+    ops: dict = {}
+    for op, entries in (data.get("ops") or {}).items():
+        if op not in prov.OPS:
+            raise ValueError(f"suite {path.name}: unknown op {op!r}")
+        shapes = []
+        for entry in entries:
+            for case in _expand(entry):
+                model = case.get("model")
+                if model is not None and model not in models:
+                    raise ValueError(f"suite {path.name}: unknown model {model!r}")
+                shapes.append({**(models.get(model) or {}), **case})
+        ops[op] = shapes
+    return {"name": data.get("name", path.stem), "path": str(path), "dtype": data.get("dtype"),
+            "warmup_ms": data.get("warmup_ms"), "rep_ms": data.get("rep_ms"),
+            "description": data.get("description", ""), "ops": ops}
+
+
+# ---- device, timing, roofline ---------------------------------------------------------------
+
+def pick_device(name: Optional[str]) -> torch.device:
+    if name:
+        return torch.device(name)
+    from ascend_kernels.launcher import device as _device
+
+    return _device.default_device()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "npu":
+        torch.npu.synchronize(device)
+
+
+SLOW_MS = 200.0  # a call slower than this is timed a few times by events, not by do_bench
+
+
+def time_fn(fn, device: torch.device, warmup_ms: float, rep_ms: float, graph: bool = False) -> tuple:
+    """(median, p20, p80) milliseconds.
+
+    GPU/NPU: triton.testing.do_bench (its NPU build on Ascend), or do_bench_cudagraph with
+    graph=True (CUDA; replays of a captured graph, no host launch overhead). A call that took
+    over SLOW_MS (e.g. a PyTorch reference looping over rows) is timed 1-5 times with device
+    events instead, so one slow provider does not eat the run's time budget.
+    """
+    if device.type in ("cuda", "npu"):
+        import triton.testing
+
+        mod = getattr(torch, device.type)
+
+        def one():
+            start, end = mod.Event(enable_timing=True), mod.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end)
+
+        times = [one()]  # also a warm-up; the check call before compiled everything
+        if times[0] > SLOW_MS:
+            times += [one() for _ in range(max(0, min(4, int(2000 // times[0]))))]
+            times.sort()
+            return times[len(times) // 2], times[0], times[-1]
+        if graph and device.type == "cuda":
+            res = triton.testing.do_bench_cudagraph(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        else:
+            res = triton.testing.do_bench(fn, warmup=warmup_ms, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+        return tuple(float(r) for r in res)
+    # CPU: no device events; a wall clock over a few runs (the check run was the warm-up)
+    # slow calls (the interpreter can take seconds) are timed fewer times: at least once, at
+    # least 3 times when one run is under a third of the repetition time
+    times = []
+    t_end = time.perf_counter() + rep_ms / 1e3
+    while True:
+        t0 = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t0) * 1e3)
+        if len(times) >= 50 or (time.perf_counter() >= t_end
+                                and (len(times) >= 3 or times[0] > rep_ms / 3)):
+            break
+    times.sort()
+
+    def q(f):
+        return times[min(len(times) - 1, int(round(f * (len(times) - 1))))]
+    return q(0.5), q(0.2), q(0.8)
+
+
+def measure_roofline(device: torch.device, warmup_ms: float, rep_ms: float) -> dict:
+    """Copy bandwidth (bytes read + written / time) and the matmul rate, measured now."""
+    big = device.type != "cpu"
+    n = (1 << 28) if big else (1 << 24)  # bytes per buffer: 256 MiB (16 MiB on CPU)
+    src = torch.randint(0, 255, (n,), dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    ms = time_fn(lambda: dst.copy_(src), device, warmup_ms, max(rep_ms, 50.0))[0]
+    copy_gbps = 2 * n / (ms * 1e-3) / 1e9
+    del src, dst
+    m = 8192 if big else 1024
+    dt = torch.bfloat16 if big else torch.float32
+    a = torch.randn(m, m, device=device, dtype=torch.float32).to(dt)
+    b = torch.randn(m, m, device=device, dtype=torch.float32).to(dt)
+    ms = time_fn(lambda: a @ b, device, warmup_ms, max(rep_ms, 50.0))[0]
+    tflops = 2 * m ** 3 / (ms * 1e-3) / 1e12
+    del a, b
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"copy_GBps": round(copy_gbps, 1), "matmul_TFLOPs": round(tflops, 2),
+            "matmul": f"{m}x{m}x{m} {str(dt).replace('torch.', '')}"}
+
+
+def _driver(device: torch.device) -> str:
+    try:
+        if device.type == "cuda":
+            out = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip().splitlines()[0]
+        if device.type == "npu":
+            for f in ("/usr/local/Ascend/driver/version.info",):
+                if os.path.exists(f):
+                    for line in Path(f).read_text().splitlines():
+                        if line.startswith("Version="):
+                            return line.split("=", 1)[1]
+    except Exception:
+        pass
+    return "n/a"
+
+
+def header_info(device: torch.device) -> dict:
+    from ascend_kernels.launcher import device as _device
+
+    v = _device.versions()
+    info = {"device": _device.device_name(device), "backend": device.type, "driver": _driver(device),
+            "torch": v["torch"], "triton": f"{v['triton']} ({v['triton_flavour']})",
+            "torch_npu": v.get("torch_npu") or "n/a"}
+    if v.get("cuda"):
+        info["cuda"] = v["cuda"]
+    if device.type == "cpu":
+        info["interpreter"] = _device.interpreter_reason()
+    return info
+
+
+# ---- the run --------------------------------------------------------------------------------
+
+def _row(op, shape, label, p, status, detail="", **kw) -> dict:
+    row = {"op": op, "case": label, "provider": p.name, "kind": p.kind, "status": status,
+           "detail": detail, "median_ms": None, "p20_ms": None, "p80_ms": None, "throughput": None,
+           "unit": None, "tflops": None, "gbps": None, "roofline": None, "speedup_vs_fallback": None,
+           "speedup_vs_best_peer": None, "best_peer": None, "setup_s": None,
+           "shape": json.dumps(shape, sort_keys=True)}
+    row.update(kw)
+    return row
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
+
+
+def _free(device):
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def run_suite(suite: dict, ops: Optional[list] = None, provider_names: Optional[list] = None,
+              device: Optional[torch.device] = None, dtype: Optional[torch.dtype] = None,
+              warmup_ms: Optional[float] = None, rep_ms: Optional[float] = None,
+              progress: bool = True, extra_providers: Optional[dict] = None, seed: int = 0,
+              roofline: Optional[dict] = None, stream=None, graph: bool = False) -> dict:
+    """Run `suite` and return {"header": {...}, "rows": [...]}.
+
+    extra_providers: {op: [Provider]} appended to the op's own (tests use it).
+    stream: a file (text mode) that gets each row as a JSON line as soon as it is measured.
+    graph: time CUDA graph replays (do_bench_cudagraph) where the provider captures; rows whose
+    provider does not capture are timed eagerly and say so.
+    """
+    device = device or pick_device(None)
+    dw, dr = DEFAULT_TIMING.get(device.type, (10.0, 50.0))
+    warmup_ms = warmup_ms if warmup_ms is not None else (suite.get("warmup_ms") or dw)
+    rep_ms = rep_ms if rep_ms is not None else (suite.get("rep_ms") or dr)
+    dtype = dtype or getattr(torch, suite.get("dtype") or "bfloat16")
+    ops = [op for op in (ops or list(suite["ops"])) if op in suite["ops"]]
+    t_start = time.time()
+    header = header_info(device)
+    header.update(suite=suite["name"], dtype=str(dtype).replace("torch.", ""), warmup_ms=warmup_ms,
+                  rep_ms=rep_ms, timer=("wall clock" if device.type == "cpu" else
+                                        "triton.testing.do_bench_cudagraph (eager where capture fails)"
+                                        if graph and device.type == "cuda" else "triton.testing.do_bench"))
+    header.update(roofline or measure_roofline(device, warmup_ms, rep_ms))
+    bw, rate = header["copy_GBps"] * 1e9, header["matmul_TFLOPs"] * 1e12
+
+    plan = []  # (op, module, providers present, absent rows)
+    rows: list = []
+    for op in ops:
+        mod = prov.op_module(op)
+        present = []
+        for p in mod.providers() + list((extra_providers or {}).get(op, [])):
+            if provider_names and p.name not in provider_names:
+                continue
+            why = p.absent_reason(device)
+            if why:
+                rows.append(_row(op, {}, "*", p, "absent", why))
+            else:
+                present.append(p)
+        plan.append((op, mod, present))
+    total = sum(len(suite["ops"][op]) * len(present) for op, _, present in plan)
+    bar = _progress(total, progress)
+    try:
+        for op, mod, present in plan:
+            for ci, shape in enumerate(suite["ops"][op]):
+                label = mod.label(shape)
+                case_rows = _run_case(op, mod, shape, label, present, device, dtype, warmup_ms,
+                                      rep_ms, bw, rate, seed + ci, bar, graph)
+                rows.extend(case_rows)
+                if stream is not None:
+                    for r in case_rows:
+                        stream.write(json.dumps(r, default=str) + "\n")
+                    stream.flush()
+    finally:
+        bar.close()
+    header["wall_s"] = round(time.time() - t_start, 1)
+    return {"header": header, "rows": rows}
+
+
+def _run_case(op, mod, shape, label, present, device, dtype, warmup_ms, rep_ms, bw, rate, seed, bar,
+              graph=False):
+    rows = []
+    torch.manual_seed(seed)
+    flops, nbytes = mod.cost(shape, dtype)
+    try:
+        inputs = mod.make_inputs(shape, device, dtype)
+        expected = mod.oracle(inputs)
+        synchronize(device)
+    except Exception as exc:  # the case itself does not fit (e.g. out of memory)
+        for p in present:
+            rows.append(_row(op, shape, label, p, "error", f"case setup: {_short(exc)}"))
+            bar.update(1)
+        _free(device)
+        return rows
+    for p in present:
+        bar.set_description(f"{op}: {p.name}")
+        rows.append(_run_provider(op, mod, shape, label, p, inputs, expected, device, warmup_ms,
+                                  rep_ms, flops, nbytes, bw, rate, graph))
+        bar.update(1)
+    del inputs, expected
+    _free(device)
+    _speedups(rows)
+    return rows
+
+
+def _run_provider(op, mod, shape, label, p, inputs, expected, device, warmup_ms, rep_ms, flops,
+                  nbytes, bw, rate, graph=False) -> dict:
+    t0 = time.perf_counter()
+    fn = None
+    try:
+        with p.environment():
+            fn = p.build(inputs, shape)
+            out = fn()
+            synchronize(device)
+            setup_s = round(time.perf_counter() - t0, 3)
+            ok, detail = mod.check(out, expected, inputs)
+            del out
+            if not ok:
+                return _row(op, shape, label, p, "WRONG", detail, setup_s=setup_s)
+            try:
+                med, p20, p80 = time_fn(fn, device, warmup_ms, rep_ms, graph)
+            except Exception as exc:
+                if not graph:
+                    raise
+                synchronize(device)  # capture failed (host sync, allocation...): time it eagerly
+                detail += f"; eager timing (graph capture failed: {_short(exc)[:80]})"
+                med, p20, p80 = time_fn(fn, device, warmup_ms, rep_ms, False)
+    except prov.Unsupported as exc:
+        return _row(op, shape, label, p, "n/a", str(exc))
+    except NotImplementedError as exc:
+        return _row(op, shape, label, p, "n/a", _short(exc))
+    except Exception as exc:
+        if "triton" == p.kind and "ASCEND_KERNELS_BACKEND=triton" in str(exc):
+            return _row(op, shape, label, p, "n/a", str(exc).split(": ", 1)[-1][:200])
+        return _row(op, shape, label, p, "error", _short(exc))
+    finally:
+        del fn
+        _free(device)
+    sec = med * 1e-3
+    floor = max(flops / rate if rate else 0.0, nbytes / bw if bw else 0.0)
+    unit = mod.UNIT
+    tflops, gbps = flops / sec / 1e12, nbytes / sec / 1e9
+    return _row(op, shape, label, p, "ok", detail, median_ms=med, p20_ms=p20, p80_ms=p80,
+                unit=unit, throughput=tflops if unit == "TFLOP/s" else gbps, tflops=tflops,
+                gbps=gbps, roofline=floor / sec if sec > 0 else None, setup_s=setup_s)
+
+
+def _speedups(rows: list) -> None:
+    ok = [r for r in rows if r["status"] == "ok"]
+    fb = next((r for r in ok if r["kind"] == "fallback"), None)
+    peers = [r for r in ok if r["kind"] == "peer"]
+    best = min(peers, key=lambda r: r["median_ms"]) if peers else None
+    for r in ok:
+        if fb:
+            r["speedup_vs_fallback"] = fb["median_ms"] / r["median_ms"]
+        if best:
+            r["speedup_vs_best_peer"] = best["median_ms"] / r["median_ms"]
+            r["best_peer"] = best["provider"]
+
+
+class _NoBar:
+    def update(self, n=1):
+        pass
+
+    def set_description(self, s):
+        pass
+
+    def close(self):
+        pass
+
+
+def _progress(total: int, enabled: bool):
+    if not enabled:
+        return _NoBar()
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _NoBar()
+    return tqdm(total=total, file=sys.stderr, unit="run", dynamic_ncols=True, leave=False)
+
+
+# ---- output ---------------------------------------------------------------------------------
+
+def _fmt(x, spec=".3g", none="—"):
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return none
+    return format(x, spec)
+
+
+def _ms(x):
+    if x is None:
+        return "—"
+    return f"{x:.4f}" if x < 1 else f"{x:.3f}" if x < 100 else f"{x:.1f}"
+
+
+def _status(r):
+    if r["status"] == "ok":
+        return "ok"
+    detail = r["detail"].replace("|", "/")
+    return f"**{r['status']}**: {detail}" if r["status"] == "WRONG" else f"{r['status']}: {detail}"
+
+
+def header_lines(header: dict) -> list:
+    keys = ["device", "backend", "driver", "torch", "triton", "torch_npu", "cuda", "suite", "dtype",
+            "timer", "copy_GBps", "matmul_TFLOPs", "matmul", "wall_s", "command", "interpreter"]
+    return [f"- {k}: {header[k]}" for k in keys if k in header]
+
+
+def summary_table(result: dict) -> list:
+    """One line per case: triton vs fallback vs the best peer."""
+    lines = ["| op | case | triton ms | fallback ms | best peer | peer ms | vs fallback | vs best peer | % roofline |",
+             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    by_case: dict = {}
+    for r in result["rows"]:
+        if r["case"] != "*":
+            by_case.setdefault((r["op"], r["case"]), []).append(r)
+    for (op, case), rs in by_case.items():
+        tri = next((r for r in rs if r["kind"] == "triton"), None)
+        fb = next((r for r in rs if r["kind"] == "fallback" and r["status"] == "ok"), None)
+        peers = [r for r in rs if r["kind"] == "peer" and r["status"] == "ok"]
+        best = min(peers, key=lambda r: r["median_ms"]) if peers else None
+        tri_ms = _ms(tri["median_ms"]) if tri and tri["status"] == "ok" else (tri["status"] if tri else "—")
+        lines.append(
+            f"| {op} | {case} | {tri_ms} | {_ms(fb['median_ms']) if fb else '—'} | "
+            f"{best['provider'] if best else '—'} | {_ms(best['median_ms']) if best else '—'} | "
+            f"{_fmt(tri and tri['speedup_vs_fallback'], '.2f')}{'x' if tri and tri['speedup_vs_fallback'] else ''} | "
+            f"{_fmt(tri and tri['speedup_vs_best_peer'], '.2f')}{'x' if tri and tri['speedup_vs_best_peer'] else ''} | "
+            f"{_fmt(tri['roofline'] * 100 if tri and tri['roofline'] else None, '.0f')} |")
+    return lines
+
+
+def markdown(result: dict) -> str:
+    rows = result["rows"]
+    out = ["# ascend_kernels bench", ""] + header_lines(result["header"]) + ["", "## Summary", ""]
+    out += summary_table(result)
+    for op in dict.fromkeys(r["op"] for r in rows):
+        ops_rows = [r for r in rows if r["op"] == op]
+        unit = prov.op_module(op).UNIT
+        out += ["", f"## {op}", "",
+                f"| case | provider | check | median ms | p20–p80 ms | {unit} | % roofline | vs fallback | vs best peer |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+        for r in ops_rows:
+            if r["case"] == "*":
+                continue
+            spread = f"{_ms(r['p20_ms'])}–{_ms(r['p80_ms'])}" if r["p20_ms"] is not None else "—"
+            out.append(
+                f"| {r['case']} | {r['provider']} | {_status(r)} | {_ms(r['median_ms'])} | {spread} | "
+                f"{_fmt(r['throughput'], '.1f' if unit == 'GB/s' else '.2f')} | "
+                f"{_fmt(r['roofline'] * 100 if r['roofline'] is not None else None, '.0f')} | "
+                f"{_fmt(r['speedup_vs_fallback'], '.2f')} | {_fmt(r['speedup_vs_best_peer'], '.2f')} |")
+        absent = [r for r in ops_rows if r["status"] == "absent"]
+        if absent:
+            out += ["", "Absent: " + "; ".join(f"`{r['provider']}` ({r['detail']})" for r in absent)]
+    return "\n".join(out) + "\n"
+
+
+CSV_FIELDS = ["op", "case", "provider", "kind", "status", "detail", "median_ms", "p20_ms", "p80_ms",
+              "throughput", "unit", "tflops", "gbps", "roofline", "speedup_vs_fallback",
+              "speedup_vs_best_peer", "best_peer", "setup_s", "shape"]
+
+
+def write_csv(result: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as f:
+        f.write("".join(f"# {k}: {v}\n" for k, v in result["header"].items()))
+        w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+        w.writeheader()
+        for r in result["rows"]:
+            w.writerow({k: r.get(k) for k in CSV_FIELDS})
+
+
+def write_json(result: dict, path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(result, indent=1, default=str))
+
+
+def plot(result: dict, directory) -> list:
+    """One PNG per op: providers as lines over the cases. Needs matplotlib (imported here)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench: matplotlib is not installed, no plots (pip install matplotlib)", file=sys.stderr)
+        return []
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    rows = result["rows"]
+    for op in dict.fromkeys(r["op"] for r in rows):
+        ops_rows = [r for r in rows if r["op"] == op and r["case"] != "*"]
+        cases = list(dict.fromkeys(r["case"] for r in ops_rows))
+        if not cases:
+            continue
+        unit = prov.op_module(op).UNIT
+        fig, ax = plt.subplots(figsize=(max(7, 0.7 * len(cases) + 3), 5.5))
+        for name in dict.fromkeys(r["provider"] for r in ops_rows):
+            ys = []
+            for c in cases:
+                r = next((r for r in ops_rows if r["case"] == c and r["provider"] == name), None)
+                ys.append(r["throughput"] if r and r["status"] == "ok" else float("nan"))
+            if all(math.isnan(y) for y in ys):
+                continue
+            style = {"triton": dict(lw=2.5, marker="o"), "fallback": dict(lw=1.5, marker="s", ls="--")}
+            ax.plot(range(len(cases)), ys, label=name, **style.get(
+                next(r["kind"] for r in ops_rows if r["provider"] == name), dict(lw=1, marker=".")))
+        ax.set_xticks(range(len(cases)))
+        ax.set_xticklabels(cases, rotation=40, ha="right", fontsize=7)
+        ax.set_ylabel(unit)
+        ax.set_yscale("log")
+        h = result["header"]
+        ax.set_title(f"{op} on {h.get('device')} ({h.get('dtype')}), higher is better", fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        path = directory / f"{op}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+# ---- CLI: bench -----------------------------------------------------------------------------
+
+def _default_suite() -> str:
+    return "quick" if pick_device(None).type == "cpu" else "full"
+
+
+def add_bench_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--op", nargs="+", choices=prov.OPS, metavar="OP",
+                   help=f"ops to bench (default: all of the suite's): {', '.join(prov.OPS)}")
+    p.add_argument("--suite", default=None,
+                   help=f"suite name or YAML path (default: quick on CPU, full elsewhere); suites: "
+                        f"{', '.join(suite_names())}")
+    p.add_argument("--providers", nargs="+", metavar="P",
+                   help="only these providers (triton, fallback, sdpa-flash, flex, index_copy_, ...)")
+    p.add_argument("--csv", metavar="FILE", help="write the rows as CSV")
+    p.add_argument("--json", metavar="FILE", help="write the header and rows as JSON")
+    p.add_argument("--plot", metavar="DIR", help="write one PNG per op (needs matplotlib)")
+    p.add_argument("--results", metavar="DIR",
+                   help="write DIR/bench.md, bench.csv, bench.json, the plots and the command")
+    p.add_argument("--device", help="cuda, cuda:1, npu, cpu (default: the accelerator if any)")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
+    p.add_argument("--warmup-ms", type=float, help="do_bench warm-up (ms)")
+    p.add_argument("--rep-ms", type=float, help="do_bench repetition time (ms)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="CUDA: time graph replays (do_bench_cudagraph), no host launch overhead")
+    p.add_argument("--stream", metavar="FILE", help="append each row to FILE as a JSON line as it is measured")
+    p.add_argument("--list", action="store_true", help="list the suite's cases and the providers, run nothing")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _command_line() -> str:
+    argv = sys.argv[:]
+    if argv and argv[0].endswith(("runner.py", "__main__.py")):
+        argv[0] = "python -m bench.runner"
+    elif argv and os.path.basename(argv[0]) in ("cli.py", "ascend-kernels"):
+        argv[0] = "ascend-kernels"
+    return " ".join(argv[:1] + [shlex.quote(a) for a in argv[1:]])
+
+
+def run_bench(args) -> int:
+    suite = load_suite(args.suite or _default_suite())
+    device = pick_device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else None
+    if args.list:
+        for op, shapes in suite["ops"].items():
+            if args.op and op not in args.op:
+                continue
+            mod = prov.op_module(op)
+            print(f"{op}: {len(shapes)} cases")
+            for s in shapes:
+                print(f"  {mod.label(s)}")
+            for p in mod.providers():
+                why = p.absent_reason(device)
+                print(f"  provider {p.name:14s} {p.kind:8s} {'absent: ' + why if why else 'present'}")
+        return 0
+    stream = open(args.stream, "a") if args.stream else None
+    try:
+        result = run_suite(suite, ops=args.op, provider_names=args.providers, device=device, dtype=dtype,
+                           warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, progress=not args.no_progress,
+                           stream=stream, graph=args.cuda_graph)
+    finally:
+        if stream is not None:
+            stream.close()
+    result["header"]["command"] = _command_line()
+    text = markdown(result)
+    print(text, end="")
+    if args.csv:
+        write_csv(result, args.csv)
+    if args.json:
+        write_json(result, args.json)
+    if args.plot:
+        plot(result, args.plot)
+    if args.results:
+        d = Path(args.results)
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "bench.md").write_text(text)
+        write_csv(result, d / "bench.csv")
+        write_json(result, d / "bench.json")
+        (d / "command.txt").write_text(result["header"]["command"] + "\n")
+        plot(result, d)
+    return 0 if not any(r["status"] == "WRONG" and r["kind"] == "triton" for r in result["rows"]) else 1
+
+
+# ---- CLI: tune ------------------------------------------------------------------------------
+
+def add_tune_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--op", nargs="+", choices=prov.OPS, metavar="OP", help="ops to tune (default: all)")
+    p.add_argument("--suite", default=None, help="the shapes to tune for (default: quick on CPU, full elsewhere)")
+    p.add_argument("--export", action="store_true",
+                   help="also write the shipped defaults for this device into ascend_kernels/tuned/")
+    p.add_argument("--device", help="cuda, npu, ... (default: the accelerator if any)")
+    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: torch.dtype,
+               progress: bool = True) -> list:
+    """Tune every distinct tuning key of the suite; returns rows (op, key, best, ms, default ms)."""
+    from ascend_kernels.launcher import autotune, device as _device, dispatch
+
+    backend = device.type
+    rows = []
+    work = []
+    for op in ops or list(suite["ops"]):
+        if op not in suite["ops"]:
+            continue
+        try:
+            spec = dispatch.get_spec(op)
+        except ValueError:
+            rows.append({"op": op, "key": "*", "note": prov.op_ready(op) or "not registered"})
+            continue
+        if spec.make_problem is None:
+            rows.append({"op": op, "key": "*", "note": "the op has no make_problem"})
+            continue
+        mod = prov.op_module(op)
+        work += [(op, spec, mod, s) for s in suite["ops"][op]]
+    ok, why = _device.triton_runs_on(backend)
+    bar = _progress(len(work), progress)
+    seen = set()
+    try:
+        for op, spec, mod, shape in work:
+            bar.set_description(f"tune {op}")
+            bar.update(1)
+            try:
+                t = mod.tune_shape(shape)
+                problem = spec.make_problem(t, device, getattr(torch, t["dtype"]) if "dtype" in t else dtype)
+                key = autotune.key_of(spec, problem)
+            except Exception as exc:
+                rows.append({"op": op, "key": mod.label(shape), "note": f"make_problem: {_short(exc)}"})
+                continue
+            if (op, key) in seen:
+                continue
+            seen.add((op, key))
+            cap_ok, cap_why = spec.capability(backend, problem) if ok else (False, why)
+            if not cap_ok:
+                rows.append({"op": op, "key": key, "note": f"not tunable: {cap_why}"})
+                continue
+            default = spec.default_config(backend, problem)
+            if backend == "cpu":
+                rows.append({"op": op, "key": key, "best": default,
+                             "note": "cpu (interpreter): one config, nothing to time"})
+                continue
+            try:
+                default_ms = autotune.time_config(spec, problem, default)
+            except Exception as exc:
+                default_ms = None
+                rows.append({"op": op, "key": key, "note": f"default config failed: {_short(exc)}"})
+            best, timings = autotune.tune(spec, problem, save=True)
+            best_ms = timings.get(json.dumps(best, sort_keys=True))
+            n_ok = sum(isinstance(v, float) for v in timings.values())
+            rows.append({"op": op, "key": key, "best": best,
+                         "best_ms": best_ms if isinstance(best_ms, float) else None,
+                         "default": default, "default_ms": default_ms,
+                         "note": f"{n_ok}/{len(timings)} configs ran"})
+            del problem
+            _free(device)
+    finally:
+        bar.close()
+    return rows
+
+
+def export_shipped(device: torch.device) -> Optional[Path]:
+    """Write this device's tuned entries (current kernel sources only) as the shipped defaults."""
+    from ascend_kernels.launcher import autotune, device as _device, dispatch
+
+    backend, name = device.type, _device.device_name(device)
+    autotune.reset()
+    tab = autotune.table(backend, name)
+    ops = {}
+    for op, entry in tab.user.items():
+        try:
+            spec = dispatch.get_spec(op)
+        except ValueError:
+            continue
+        if entry.get("source") == autotune.source_hash(spec):
+            ops[op] = {k: v for k, v in entry.items() if not k.startswith("_")}
+    if not ops:
+        return None
+    path = autotune.shipped_file(backend, name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = {"format": autotune.FORMAT, "backend": backend, "device": name,
+            "triton": _device.TRITON_VERSION, "ops": ops}
+    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return path
+
+
+def run_tune(args) -> int:
+    from ascend_kernels.launcher import autotune, device as _device
+
+    suite = load_suite(args.suite or _default_suite())
+    device = pick_device(args.device)
+    dtype = getattr(torch, args.dtype) if args.dtype else getattr(torch, suite.get("dtype") or "bfloat16")
+    print(f"# tune on {_device.device_name(device)} ({device.type}), suite {suite['name']}, "
+          f"{str(dtype).replace('torch.', '')}")
+    rows = tune_suite(suite, args.op, device, dtype, progress=not args.no_progress)
+    print("| op | key | best config | best ms | default ms | speedup over default | note |")
+    print("|---|---|---|---:|---:|---:|---|")
+    for r in rows:
+        sp = (r["default_ms"] / r["best_ms"]) if r.get("best_ms") and r.get("default_ms") else None
+        print(f"| {r['op']} | {r['key']} | {json.dumps(r['best'], sort_keys=True) if r.get('best') else '—'} | "
+              f"{_ms(r.get('best_ms'))} | {_ms(r.get('default_ms'))} | "
+              f"{_fmt(sp, '.2f')}{'x' if sp else ''} | {r.get('note', '')} |")
+    if device.type != "cpu":
+        print(f"\ncache: {autotune.cache_file(device.type, _device.device_name(device))}")
+    if args.export:
+        path = export_shipped(device)
+        print(f"exported shipped defaults: {path}" if path else "nothing tuned to export")
+    return 0
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.runner", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("bench", help="time every op against the fallback and the peers")
+    add_bench_arguments(p)
+    p.set_defaults(func=run_bench)
+    p = sub.add_parser("tune", help="autotune on this device and store the results")
+    add_tune_arguments(p)
+    p.set_defaults(func=run_tune)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
