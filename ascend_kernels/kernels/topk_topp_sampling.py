@@ -17,16 +17,27 @@ threshold value t, and every token equal to t is kept: more than k tokens surviv
 k-th largest value is tied, and top-p keeps or drops a group of equal values as a whole.
 The largest token always survives.
 
-Two paths per row (one persistent program per row in `sampling_kernel`):
+Three paths per row (one persistent program per row in `sampling_kernel`):
 * pool (top-k with k <= P_MAX rows): `group_max_kernel` first writes the max of every group of
-  GS consecutive logits (one read of the logits, spread over the whole grid). The k-th largest
-  group max c is a lower bound of the k-th largest logit (k groups hold a value >= c), so the
-  survivors are among the groups whose max is >= c. Those groups are gathered (whole groups:
-  structured loads of GS contiguous logits) and their values >= c compacted into a pool of at
-  most P_MAX entries; ranks and masses above each pool entry come from pairwise compares on the
-  pool (exact, no rounds). If the groups or the pool overflow, the row takes the general path.
+  GS consecutive logits (one read of the logits, spread over the whole grid), and the group's
+  weight sum sum exp((x - group max) * inv_t). The k-th largest group max c is a lower bound of
+  the k-th largest logit (k groups hold a value >= c), so the survivors are among the groups
+  whose max is >= c. Those groups are gathered (whole groups: structured loads of GS contiguous
+  logits) and their values >= c compacted into a pool of at most P_MAX entries; ranks and
+  masses above each pool entry come from pairwise compares on the pool (exact, no rounds). If
+  the groups or the pool overflow, the row takes the select path.
+* select (sampled rows with top-p and/or top-k that the pool did not take: top-p alone, k >
+  P_MAX): max and total weight from the group statistics; the threshold is bracketed from a
+  proven lower bound (the k-th largest group max for top-k; for top-p, the tokens below
+  max + log(q (1 - p) Z / count) / inv_t weigh at most q (1 - p) Z together), then SNC-candidate
+  rounds with counts and masses (the first spread evenly in value, later ones in key) narrow the
+  bracket to at most P_MAX tokens, which are gathered into the pool; the exact threshold comes
+  from pairwise sums on the pool plus the count/mass above the bracket. Typically 2-3 passes
+  over the row plus the draw. If the rounds run out, the general path.
 * general (every other row, and greedy rows): pass 1 max and argmax; top-k: at most 8 count
   rounds; Z_k: one pass; top-p: at most 8 mass rounds; the draw: one pass.
+All paths apply the same rule, so they keep the same set (up to float32 rounding of the mass
+sums at an exact boundary) and draw the same token for the same seed.
 
 The draw is an exponential race: token = argmax_i w_i / E_i over kept tokens, E_i = -log(u_i),
 u_i = tl.rand(seed_row, i) (Philox keyed by the row's seed, counter = vocab index), so a row's
@@ -117,6 +128,31 @@ def _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK: tl.constexpr):
 
 
 @triton.jit
+def _draw(row_ptr, n, t_key, m, inv_t, seed, CHUNK: tl.constexpr):
+    """Exponential race over the tokens with key >= t_key (and a positive weight): argmax of
+    w / E, E = -log(u), u = Philox(seed, vocab index); exact ties to the lowest index; 0 if none."""
+    s_best = tl.full([CHUNK], -2.0, dtype=tl.float32)
+    s_idx = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
+    for start in range(0, n, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+        x = tl.where(x != x, float("-inf"), x)
+        x = tl.minimum(x, FLT_MAX)
+        x = tl.where(x == 0.0, 0.0, x)
+        bits = x.to(tl.int32, bitcast=True)
+        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        w = tl.exp((x - m) * inv_t)
+        u = tl.maximum(tl.rand(seed, offs), 4.656612873077393e-10)
+        s = tl.where((key >= t_key) & (offs < n) & (w > 0.0), w / -tl.log(u), -1.0)
+        better = s > s_best
+        s_idx = tl.where(better, offs, s_idx)
+        s_best = tl.where(better, s, s_best)
+    top = tl.max(s_best, axis=0)
+    token = tl.min(tl.where(s_best == top, s_idx, BIG_INDEX), axis=0)
+    return tl.where(top > 0.0, token, 0)
+
+
+@triton.jit
 def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
                  CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr):
     """Bounded-pass path for any row. Returns (token, max, threshold key, kept mass)."""
@@ -149,27 +185,7 @@ def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
             lo = _search(row_ptr, n, lo, hi, k, p * zk, m, inv_t, True, CHUNK, NC, ROUNDS)
         t_key = lo.to(tl.int32)
         z = _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK)
-        # the draw
-        s_best = tl.full([CHUNK], -2.0, dtype=tl.float32)
-        s_idx = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
-        for start in range(0, n, CHUNK):
-            offs = start + tl.arange(0, CHUNK)
-            x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            x = tl.where(x != x, float("-inf"), x)
-            x = tl.minimum(x, FLT_MAX)
-            x = tl.where(x == 0.0, 0.0, x)
-            bits = x.to(tl.int32, bitcast=True)
-            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-            w = tl.exp((x - m) * inv_t)
-            # exponential race: w / E, E = -log(u), u = Philox(seed, vocab index)
-            u = tl.maximum(tl.rand(seed, offs), 4.656612873077393e-10)
-            s = tl.where((key >= t_key) & (offs < n) & (w > 0.0), w / -tl.log(u), -1.0)
-            better = s > s_best
-            s_idx = tl.where(better, offs, s_idx)
-            s_best = tl.where(better, s, s_best)
-        top = tl.max(s_best, axis=0)
-        token = tl.min(tl.where(s_best == top, s_idx, BIG_INDEX), axis=0)
-        token = tl.where(top > 0.0, token, 0)
+        token = _draw(row_ptr, n, t_key, m, inv_t, seed, CHUNK)
     return token, m, t_key, z
 
 
@@ -260,15 +276,214 @@ def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row
 
 
 @triton.jit
+def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode, k, target,
+            m, inv_t, pk_row, px_row, pi_row,
+            CHUNK: tl.constexpr, SC: tl.constexpr, SNC: tl.constexpr, SROUNDS: tl.constexpr,
+            P_MAX: tl.constexpr, PB: tl.constexpr):
+    """The largest key t in [lo, hi) with F(t) >= target, F(t) = count (count_mode) or weight
+    (else, target = the mass) of the tokens with key >= t. Returns (ok, t, count(key >= t) (an
+    upper bound when not evaluated), mass(key >= t) or -1 when not known).
+
+    Needs F(lo) >= target > F(hi). c_lo >= count(key >= lo) (an upper bound is enough),
+    c_hi = count(key >= hi), f_hi = mass(key >= hi). Rounds (one pass over the row each, SNC
+    candidates, counts AND masses) narrow [lo, hi) until it holds at most P_MAX tokens (or one
+    key); the first round (value0 != 0) spreads the candidates evenly in VALUE over
+    [lo_v, hi_v) (lo_v = the value of key lo, candidate 0 = lo itself, so its count becomes
+    exact), later rounds evenly in key. Then one pass gathers the tokens of [lo, hi) into the
+    pool and the threshold comes from exact pairwise sums: a pool token survives iff F(hi) + the
+    count/mass of the pool tokens strictly above it is below the target (the kernel's rule).
+    ok == 0: the rounds ran out with more than P_MAX tokens in the bracket."""
+    jj = tl.arange(0, SNC)
+    for r in range(SROUNDS):
+        if (c_lo - c_hi > P_MAX) & (hi - lo > 1):
+            if (value0 != 0) & (r == 0):
+                f = jj.to(tl.float32) / SNC
+                v = lo_v * (1.0 - f) + hi_v * f
+                v = tl.where(v == 0.0, 0.0, v)
+                vb = v.to(tl.int32, bitcast=True)
+                cand = tl.where(vb < 0, vb ^ 0x7FFFFFFF, vb)
+                cand64 = cand.to(tl.int64)
+            else:
+                cand64 = lo + ((hi - lo) * (jj + 1).to(tl.int64)) // (SNC + 1)
+                cand = cand64.to(tl.int32)
+            acc_c = tl.zeros([SNC, SC], dtype=tl.int32)
+            acc_m = tl.zeros([SNC, SC], dtype=tl.float32)
+            for start in range(0, n, SC):
+                offs = start + tl.arange(0, SC)
+                x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+                x = tl.where(x != x, float("-inf"), x)
+                x = tl.minimum(x, FLT_MAX)
+                x = tl.where(x == 0.0, 0.0, x)
+                bits = x.to(tl.int32, bitcast=True)
+                key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+                w = tl.exp((x - m) * inv_t)
+                ge = (key[None, :] >= cand[:, None]) & (offs < n)[None, :]
+                acc_c += ge.to(tl.int32)
+                acc_m += tl.where(ge, w[None, :], 0.0)
+            cnt = tl.sum(acc_c, axis=1)
+            mass = tl.sum(acc_m, axis=1)
+            ok = tl.where(count_mode != 0, cnt >= k, mass >= target)
+            new_lo = tl.max(tl.where(ok, cand64, lo), axis=0)
+            new_hi = tl.min(tl.where(ok, hi, cand64), axis=0)
+            at_lo = ok & (cand64 == new_lo)
+            at_hi = tl.where(count_mode != 0, cnt < k, mass < target) & (cand64 == new_hi)
+            cs = tl.max(tl.where(at_lo, cnt, -1), axis=0)
+            ch = tl.max(tl.where(at_hi, cnt, -1), axis=0)
+            fh = tl.max(tl.where(at_hi, mass, -1.0), axis=0)
+            c_lo = tl.where(cs >= 0, cs, c_lo)
+            c_hi = tl.where(ch >= 0, ch, c_hi)
+            f_hi = tl.where(ch >= 0, fh, f_hi)
+            lo = new_lo
+            hi = new_hi
+    ok = tl.zeros([], dtype=tl.int32)
+    t = lo.to(tl.int32)
+    cnt_t = c_lo
+    mass_t = tl.full([], -1.0, dtype=tl.float32)
+    if hi - lo <= 1:
+        ok = ok + 1
+    elif c_lo - c_hi <= P_MAX:
+        lo32 = lo.to(tl.int32)
+        hi32 = (hi - 1).to(tl.int32)  # hi may be 2^31
+        n_pool = tl.zeros([], dtype=tl.int32)
+        for start in range(0, n, CHUNK):
+            offs = start + tl.arange(0, CHUNK)
+            x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
+            x = tl.where(x != x, float("-inf"), x)
+            x = tl.minimum(x, FLT_MAX)
+            x = tl.where(x == 0.0, 0.0, x)
+            bits = x.to(tl.int32, bitcast=True)
+            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            sel = (key >= lo32) & (key <= hi32) & (offs < n)
+            sel_i = sel.to(tl.int32)
+            pos = n_pool + tl.cumsum(sel_i, axis=0) - 1
+            smask = sel & (pos < P_MAX)
+            tl.store(pk_row + pos, key, mask=smask)
+            tl.store(px_row + pos, x, mask=smask)
+            tl.store(pi_row + pos, offs, mask=smask)
+            n_pool += tl.sum(sel_i, axis=0)
+        if n_pool <= P_MAX:
+            tl.debug_barrier()
+            jp = tl.arange(0, P_MAX)
+            vj = jp < n_pool
+            kj = tl.load(pk_row + jp, mask=vj, other=KEY_NEG_INF)
+            xj = tl.load(px_row + jp, mask=vj, other=float("-inf"))
+            wj = tl.where(vj, tl.exp((xj - m) * inv_t), 0.0)
+            above_c = tl.zeros([P_MAX], dtype=tl.int32)
+            above_m = tl.zeros([P_MAX], dtype=tl.float32)
+            for i0 in range(0, n_pool, PB):
+                ii = i0 + tl.arange(0, PB)
+                vi = ii < n_pool
+                ki = tl.load(pk_row + ii, mask=vi, other=KEY_NEG_INF)
+                xi = tl.load(px_row + ii, mask=vi, other=float("-inf"))
+                wi = tl.where(vi, tl.exp((xi - m) * inv_t), 0.0)
+                gt = (ki[:, None] > kj[None, :]) & vi[:, None]
+                above_c += tl.sum(gt.to(tl.int32), axis=0)
+                above_m += tl.sum(tl.where(gt, wi[:, None], 0.0), axis=0)
+            kept = vj & tl.where(count_mode != 0, c_hi + above_c < k, f_hi + above_m < target)
+            n_kept = tl.sum(kept.to(tl.int32), axis=0)
+            if n_kept > 0:
+                ok = ok + 1
+                t = tl.min(tl.where(kept, kj, BIG_INDEX), axis=0)
+                cnt_t = c_hi + n_kept
+                mass_t = f_hi + tl.sum(tl.where(kept, wj, 0.0), axis=0)
+    return ok, t, cnt_t, mass_t
+
+
+@triton.jit
+def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_row,
+                k, k_on, p, p_on, inv_t, seed,
+                CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr, SC: tl.constexpr,
+                SNC: tl.constexpr, SROUNDS: tl.constexpr, P_MAX: tl.constexpr,
+                PB: tl.constexpr):
+    """Select path for a sampled row with top-p and/or top-k (any k): the max and the total
+    weight come from the group statistics (no pass over the row); top-k: `_select` by count
+    from the k-th largest group max (a lower bound of the k-th largest logit); top-p: `_select`
+    by mass from a lower bound of the threshold: with c tokens left, the tokens below
+    v0 = max + log(q (1 - p) Z_k / c) / inv_t weigh at most q (1 - p) Z_k together (q = 1/4:
+    room for rounding), so F(v0) >= p Z_k. Then the draw. Returns (ok, token, max, threshold
+    key, kept mass); ok == 0: use the general path."""
+    mv = tl.full([CHUNK], float("-inf"), dtype=tl.float32)
+    for start in range(0, num_groups, CHUNK):
+        offs = start + tl.arange(0, CHUNK)
+        mv = tl.maximum(mv, tl.load(gmax_row + offs, mask=offs < num_groups, other=float("-inf")))
+    m = tl.max(mv, axis=0)
+    ok = (m > float("-inf")).to(tl.int32)
+    token = tl.zeros([], dtype=tl.int32)
+    t_key = tl.zeros([], dtype=tl.int32)
+    z = tl.full([], 1.0, dtype=tl.float32)
+    if ok != 0:
+        zv = tl.zeros([CHUNK], dtype=tl.float32)
+        for start in range(0, num_groups, CHUNK):
+            offs = start + tl.arange(0, CHUNK)
+            g = tl.load(gmax_row + offs, mask=offs < num_groups, other=float("-inf"))
+            s = tl.load(gsum_row + offs, mask=offs < num_groups, other=0.0)
+            zv += tl.where(g > float("-inf"), s * tl.exp((g - m) * inv_t), 0.0)
+        zk = tl.sum(zv, axis=0)
+        m_bits = m.to(tl.int32, bitcast=True)
+        hi = tl.where(m_bits < 0, m_bits ^ 0x7FFFFFFF, m_bits).to(tl.int64) + 1
+        lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
+        c_lo = n
+        zero_i = tl.zeros([], dtype=tl.int32)
+        zero_f = tl.zeros([], dtype=tl.float32)
+        if k_on:
+            lo_v = tl.full([], float("-inf"), dtype=tl.float32)
+            if k <= num_groups:
+                lo = _search(gmax_row, num_groups, lo, tl.full([], KEY_LIMIT, dtype=tl.int64),
+                             k, 0.0, 0.0, 1.0, False, CHUNK, NC, ROUNDS)
+                lb = lo.to(tl.int32)
+                lo_v = tl.where(lb < 0, lb ^ 0x7FFFFFFF, lb).to(tl.float32, bitcast=True)
+            ok, tk, c_lo, mk = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
+                                       (lo_v > float("-inf")).to(tl.int32), 1, k, 0.0, m, inv_t,
+                                       pk_row, px_row, pi_row, CHUNK, SC, SNC, SROUNDS, P_MAX, PB)
+            if ok != 0:
+                if mk < 0.0:
+                    mk = _mass_ge(row_ptr, n, tk, m, inv_t, CHUNK)
+                zk = mk
+            lo = tk.to(tl.int64)
+            t_key = tk
+        else:
+            t_key = lo.to(tl.int32)
+        z = zk
+        if (ok != 0) & p_on:
+            target = p * zk
+            lb = lo.to(tl.int32)
+            lo_v = tl.where(lb < 0, lb ^ 0x7FFFFFFF, lb).to(tl.float32, bitcast=True)
+            if p < 0.999:
+                v0 = m + tl.log(0.25 * (1.0 - p) * zk / c_lo.to(tl.float32)) / inv_t
+                if (v0 > lo_v) & (v0 < m):
+                    v0 = tl.where(v0 == 0.0, 0.0, v0)
+                    vb = v0.to(tl.int32, bitcast=True)
+                    lo = tl.where(vb < 0, vb ^ 0x7FFFFFFF, vb).to(tl.int64)
+                    lo_v = v0
+            ok, t_key, _, mt = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
+                                       (lo_v > float("-inf")).to(tl.int32), 0, 0, target, m,
+                                       inv_t, pk_row, px_row, pi_row,
+                                       CHUNK, SC, SNC, SROUNDS, P_MAX, PB)
+            if ok != 0:
+                if mt < 0.0:
+                    mt = _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK)
+                z = mt
+        if ok != 0:
+            token = _draw(row_ptr, n, t_key, m, inv_t, seed, CHUNK)
+    return ok, token, m, t_key, z
+
+
+@triton.jit
 def group_max_kernel(
     logits_ptr,      # [batch, vocab] fp32/fp16/bf16, vocab contiguous
     gmax_ptr,        # [batch, num_groups] fp32 out (row stride gmax_stride): sanitised max
                      # of logits[row, g*GS:(g+1)*GS]
+    gsum_ptr,        # [batch, num_groups] fp32 out (row stride gmax_stride, written when
+                     # WITH_SUM): sum of exp((x - group max) / temperature) over the group
+    temp_ptr,        # [batch] fp32 (read when WITH_SUM and T_TENSOR)
+    temp_val,        # scalar temperature (WITH_SUM, not T_TENSOR)
     batch, vocab, num_groups,
     stride_row,      # logits.stride(0)
-    gmax_stride,     # gmax row stride (elements)
+    gmax_stride,     # gmax / gsum row stride (elements)
     GS: tl.constexpr,    # group size (power of two)
     GPB: tl.constexpr,   # groups per task (power of two)
+    T_TENSOR: tl.constexpr,
+    WITH_SUM: tl.constexpr,
 ):
     pid = tl.program_id(0)
     blocks = tl.cdiv(num_groups, GPB)
@@ -279,7 +494,17 @@ def group_max_kernel(
         offs = g[:, None] * GS + tl.arange(0, GS)[None, :]
         x, _ = _sanitize_key(tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32))
         gm = tl.max(x, axis=1)
-        tl.store(gmax_ptr + tl.cast(row, tl.int64) * gmax_stride + g, gm, mask=g < num_groups)
+        out = tl.cast(row, tl.int64) * gmax_stride + g
+        tl.store(gmax_ptr + out, gm, mask=g < num_groups)
+        if WITH_SUM:
+            if T_TENSOR:
+                t = tl.load(temp_ptr + row).to(tl.float32)
+            else:
+                t = temp_val
+            inv_t = 1.0 / tl.where(t == 0.0, 1.0, t)
+            gm_safe = tl.where(gm > float("-inf"), gm, 0.0)
+            gsum = tl.sum(tl.exp((x - gm_safe[:, None]) * inv_t), axis=1)
+            tl.store(gsum_ptr + out, gsum, mask=g < num_groups)
 
 
 @triton.jit
@@ -289,6 +514,7 @@ def sampling_kernel(
     probs_ptr,       # [batch, vocab] fp32 out (written when RETURN_PROBS), contiguous
     # scratch, all with row stride ws_stride (read/written when USE_POOL):
     gmax_ptr,        # [batch, num_groups] fp32 from group_max_kernel
+    gsum_ptr,        # [batch, num_groups] fp32 from group_max_kernel (group weight sums)
     list_ptr,        # [batch, P_MAX] int32: selected group ids
     pool_key_ptr,    # [batch, P_MAX] int32: pool keys
     pool_x_ptr,      # [batch, P_MAX] fp32: pool values
@@ -308,6 +534,7 @@ def sampling_kernel(
     USE_POOL: tl.constexpr,
     CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr,
     GS: tl.constexpr, NGB: tl.constexpr, P_MAX: tl.constexpr, PB: tl.constexpr,
+    SC: tl.constexpr, SNC: tl.constexpr, SROUNDS: tl.constexpr,
 ):
     pid = tl.program_id(0)
     for row in range(pid, batch, tl.num_programs(0)):
@@ -346,6 +573,12 @@ def sampling_kernel(
                     list_ptr + row64 * ws_stride, pool_key_ptr + row64 * ws_stride,
                     pool_x_ptr + row64 * ws_stride, pool_idx_ptr + row64 * ws_stride,
                     k, p, p_on, inv_t, seed, CHUNK, NC, ROUNDS, GS, NGB, P_MAX, PB)
+            if (done == 0) & (greedy == 0) & (k_on | p_on):
+                done, token, m, t_key, z = _select_row(
+                    row_ptr, vocab, gmax_ptr + row64 * ws_stride, gsum_ptr + row64 * ws_stride,
+                    num_groups, pool_key_ptr + row64 * ws_stride,
+                    pool_x_ptr + row64 * ws_stride, pool_idx_ptr + row64 * ws_stride,
+                    k, k_on, p, p_on, inv_t, seed, CHUNK, NC, ROUNDS, SC, SNC, SROUNDS, P_MAX, PB)
         if done == 0:
             token, m, t_key, z = _general_row(row_ptr, vocab, k, k_on, p, p_on, inv_t, greedy,
                                               seed, CHUNK, NC, ROUNDS)

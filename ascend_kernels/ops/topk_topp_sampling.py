@@ -16,6 +16,7 @@ from ._common import FLOAT_DTYPES, check_tensor, next_pow2, opaque_op
 OP = "topk_topp_sampling"
 NC = 16      # candidate keys per search round (17-ary search)
 ROUNDS = 8   # 17^8 > 2^32: any int32 key range resolves in 8 rounds
+SROUNDS = 12  # select path: at most this many rounds (9^11 > 2^32 covers SNC >= 8)
 INT_DTYPES = (torch.int32, torch.int64)
 PARAM_FLOAT_DTYPES = (torch.float32, torch.float16, torch.bfloat16, torch.float64)
 
@@ -147,26 +148,34 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
 
 # Search spaces. CHUNK: elements per step of a pass over a row. GS: group size of the group max
 # (pool path). NGB: groups gathered per step. P_MAX: pool capacity (top-k rows with k <= P_MAX
-# use the pool). PB: pool entries per pairwise step. USE_POOL False: the bounded-search path only
-# (no scatter stores, which Ascend scalarises).
-_CUDA = {"CHUNK": 1024, "GS": 128, "GPB": 8, "NGB": 16, "P_MAX": 512, "PB": 16, "USE_POOL": True}
+# use the pool). PB: pool entries per pairwise step. SNC: candidates per select round, SC:
+# elements per step of a select round ([SNC, SC] accumulators). USE_POOL False: the
+# bounded-search path only (no scatter stores, which Ascend scalarises); True: the pool path for
+# top-k rows and the select path for the other top-p / top-k rows.
+_CUDA = {"CHUNK": 1024, "GS": 128, "GPB": 8, "NGB": 16, "P_MAX": 512, "PB": 16, "SC": 512,
+         "SNC": 16, "USE_POOL": True}
 CONFIGS = {
     "cuda": ([dict(_CUDA, GS=gs, num_warps=8, grid_programs_per_core=4) for gs in (64, 128, 256)]
              + [dict(_CUDA, num_warps=w, grid_programs_per_core=4) for w in (4, 16)]
              + [dict(_CUDA, CHUNK=c, num_warps=8, grid_programs_per_core=4) for c in (512, 2048)]
              + [dict(_CUDA, P_MAX=256, num_warps=8, grid_programs_per_core=4),
                 dict(_CUDA, NGB=8, num_warps=4, grid_programs_per_core=4)]),
-    "npu": [{"CHUNK": c, "GS": 128, "GPB": 4, "NGB": 4, "P_MAX": 256, "PB": 8, "USE_POOL": u,
+    "npu": [{"CHUNK": c, "GS": 128, "GPB": 4, "NGB": 4, "P_MAX": 256, "PB": 8, "SC": 64, "SNC": 16,
+             "USE_POOL": u,
              "multibuffer": False, "grid_programs_per_core": 1}
             for u, chunks in ((True, (128, 256)), (False, (256, 512))) for c in chunks],
-    "cpu": [{"CHUNK": 64, "GS": 4, "GPB": 4, "NGB": 4, "P_MAX": 32, "PB": 8, "USE_POOL": True,
+    "cpu": [{"CHUNK": 64, "GS": 4, "GPB": 4, "NGB": 4, "P_MAX": 32, "PB": 8, "SC": 16, "SNC": 8,
+             "USE_POOL": True,
              "grid_programs_per_core": 1}],
 }
 
 
 def _default_config(backend: str, p: Problem) -> dict:
     if backend == "cuda":
-        return dict(_CUDA, num_warps=8, grid_programs_per_core=4)
+        # top-p without top-k runs the select path (latency-bound passes, one program per row):
+        # 16 warps measured 648 -> 562 us at batch 64 and 563 -> 475 us at batch 1 (H100)
+        warps = 16 if (p is not None and p.has_p and not p.has_k) else 8
+        return dict(_CUDA, num_warps=warps, grid_programs_per_core=4)
     if backend == "npu":
         return dict(CONFIGS["npu"][0])
     return dict(CONFIGS["cpu"][0])
@@ -192,35 +201,37 @@ def _launch(p: Problem, config: dict):
         seeds = ref.draw_seeds(batch, dev)
     gs, p_max = constexprs["GS"], constexprs["P_MAX"]
     num_groups = -(-vocab // gs)
-    use_pool = (bool(constexprs["USE_POOL"]) and p.has_k and vocab > gs
-                and (p.top_k is not None or p.top_k_val <= min(p_max, num_groups)))
+    use_pool = bool(constexprs["USE_POOL"]) and (p.has_k or p.has_p) and vocab > gs
     constexprs["USE_POOL"] = use_pool
     chunk = min(constexprs["CHUNK"], next_pow2(vocab))
     constexprs["CHUNK"] = chunk
+    constexprs["SC"] = min(constexprs["SC"], chunk)
     cores = _device.grid_cap(dev, cube=False)
     per_core = config.get("grid_programs_per_core", 1)
-    ws_rows = 4 * p_max + (num_groups if use_pool else 0)
+    ws_rows = 4 * p_max + (2 * num_groups if use_pool else 0)
     ws = torch.empty((batch, ws_rows), dtype=torch.int32, device=dev)
     lists, pool_k, pool_i = ws[:, :p_max], ws[:, p_max:2 * p_max], ws[:, 3 * p_max:4 * p_max]
     pool_x = ws[:, 2 * p_max:3 * p_max].view(torch.float32)
-    gmax = ws[:, 4 * p_max:].view(torch.float32) if use_pool else pool_x
+    gmax = ws[:, 4 * p_max:4 * p_max + num_groups].view(torch.float32) if use_pool else pool_x
+    gsum = ws[:, 4 * p_max + num_groups:].view(torch.float32) if use_pool else pool_x
+    k_t = p.top_k if p.top_k is not None else seeds      # unread unless K_TENSOR
+    p_t = p.top_p if p.top_p is not None else pool_x     # unread unless P_TENSOR
+    t_t = p.temperature if p.temperature is not None else pool_x
     if use_pool:
         gpb = constexprs["GPB"]
         tasks = batch * -(-num_groups // gpb)
         grid = (max(1, min(tasks, cores * max(per_core, 4), _device.MAX_GRID)),)
-        kern.group_max_kernel[grid](p.logits, gmax, batch, vocab, num_groups, p.logits.stride(0),
-                                    ws_rows, GS=gs, GPB=gpb, **options)
-    k_t = p.top_k if p.top_k is not None else seeds      # unread unless K_TENSOR
-    p_t = p.top_p if p.top_p is not None else pool_x     # unread unless P_TENSOR
-    t_t = p.temperature if p.temperature is not None else pool_x
+        kern.group_max_kernel[grid](p.logits, gmax, gsum, t_t, float(p.temperature_val), batch,
+                                    vocab, num_groups, p.logits.stride(0), ws_rows, GS=gs, GPB=gpb,
+                                    T_TENSOR=p.temperature is not None, WITH_SUM=True, **options)
     grid = (max(1, min(batch, cores * per_core, _device.MAX_GRID)),)
     kern.sampling_kernel[grid](
-        p.logits, tokens, probs, gmax, lists, pool_k, pool_x, pool_i,
+        p.logits, tokens, probs, gmax, gsum, lists, pool_k, pool_x, pool_i,
         k_t, p_t, t_t, seeds, p.top_k_val, float(p.top_p_val), float(p.temperature_val),
         batch, vocab, num_groups, p.logits.stride(0), ws_rows,
         HAS_K=p.has_k, K_TENSOR=p.top_k is not None, HAS_P=p.has_p, P_TENSOR=p.top_p is not None,
         T_TENSOR=p.temperature is not None, RETURN_PROBS=p.return_probs,
-        NC=NC, ROUNDS=ROUNDS, **{k: v for k, v in constexprs.items() if k != "GPB"}, **options)
+        NC=NC, ROUNDS=ROUNDS, SROUNDS=SROUNDS, **{k: v for k, v in constexprs.items() if k != "GPB"}, **options)
     return tokens, probs
 
 
@@ -331,10 +342,13 @@ def ascend_cases(shape: dict, config: dict) -> list:
     if config["USE_POOL"]:
         cases.append(ascend_check.KernelCase(
             op=OP, kernel=kern.group_max_kernel,
-            signature={"logits_ptr": f"*{dt}", "gmax_ptr": "*fp32", "batch": "i32", "vocab": "i32",
+            signature={"logits_ptr": f"*{dt}", "gmax_ptr": "*fp32", "gsum_ptr": "*fp32",
+                       "temp_ptr": "*fp32", "temp_val": "fp32", "batch": "i32", "vocab": "i32",
                        "num_groups": "i32", "stride_row": "i32", "gmax_stride": "i32"},
-            constexprs={"GS": config["GS"], "GPB": config["GPB"]}, config=config, label=label))
+            constexprs={"GS": config["GS"], "GPB": config["GPB"], "T_TENSOR": True,
+                        "WITH_SUM": True}, config=config, label=label))
     sig = {"logits_ptr": f"*{dt}", "tokens_ptr": "*i64", "probs_ptr": "*fp32", "gmax_ptr": "*fp32",
+           "gsum_ptr": "*fp32",
            "list_ptr": "*i32", "pool_key_ptr": "*i32", "pool_x_ptr": "*fp32", "pool_idx_ptr": "*i32",
            "top_k_ptr": "*i32", "top_p_ptr": "*fp32", "temp_ptr": "*fp32", "seeds_ptr": "*i64",
            "top_k_val": "i32", "top_p_val": "fp32", "temp_val": "fp32", "batch": "i32",
@@ -342,7 +356,8 @@ def ascend_cases(shape: dict, config: dict) -> list:
     const = {"HAS_K": True, "K_TENSOR": True, "HAS_P": True, "P_TENSOR": True, "T_TENSOR": True,
              "RETURN_PROBS": True, "USE_POOL": bool(config["USE_POOL"]), "CHUNK": chunk, "NC": NC,
              "ROUNDS": ROUNDS, "GS": config["GS"], "NGB": config["NGB"], "P_MAX": config["P_MAX"],
-             "PB": config["PB"]}
+             "PB": config["PB"], "SC": min(config["SC"], chunk), "SNC": config["SNC"],
+             "SROUNDS": SROUNDS}
     cases.append(ascend_check.KernelCase(op=OP, kernel=kern.sampling_kernel, signature=sig,
                                          constexprs=const, config=config, label=label))
     return cases
@@ -352,5 +367,6 @@ SPEC = dispatch.register(dispatch.OpSpec(
     name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
     default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
     kernels=(kern.sampling_kernel, kern.group_max_kernel, kern._pool_row, kern._general_row,
-             kern._search, kern._mass_ge, kern._sanitize_key),
+             kern._select_row, kern._select, kern._draw, kern._search, kern._mass_ge,
+             kern._sanitize_key),
     ascend_cases=ascend_cases, make_problem=_make_problem))

@@ -8,7 +8,8 @@ seed -> same token across batch layouts and paths; ties, NaN/inf rows; a chi-squ
 draw (vocab 40, 200k seeded draws). Timings (triton.testing.do_bench medians, inputs rotated
 over several buffers so that batch 64/256 do not sit in L2): this op vs a vLLM-style torch sort
 path and a torch.topk-based path, eager and CUDA-graph replays, batch 1/64/256, fp32 logits,
-vocab 128256, top_k 50, top_p 0.9; plus a small config sweep at batch 64.
+vocab 128256, top_k 50, top_p 0.9, and top_p 0.9 alone (select path); plus select-path variants
+and the general path alone at batch 64.
 """
 import math
 import sys
@@ -68,6 +69,20 @@ def correctness():
                 name = f"{str(dtype)[6:]} V={vocab} {sorted(kw)}"
                 check(name, err < 2e-5 and inrange and kept and same,
                       f"max|dp|={err:.2e} in_range={inrange} kept={kept} pool==general={same}")
+    # select path (top-p alone, k > P_MAX) vs general path: same tokens, same kept set
+    for scale in (1.0, 3.0, 8.0):
+        x = torch.randn(64, 128256, device=DEV) * scale
+        seeds = torch.randint(0, 2 ** 62, (64,), device=DEV)
+        for kw in (dict(top_p=0.9), dict(top_p=torch.rand(64, device=DEV) * 0.98 + 0.01),
+                   dict(top_k=1500, top_p=0.95, temperature=0.8), dict(top_k=3000)):
+            t1, p1 = run_op(x, seeds=seeds, return_probs=True, **kw)
+            t2, p2 = run_op(x, config=general, seeds=seeds, return_probs=True, **kw)
+            same = int((t1 == t2).sum())
+            # the mass sums run in another order: a token AT the top-p boundary may flip (rounding)
+            diff = int(((p1 > 0) != (p2 > 0)).sum())
+            err = (p1 - p2).abs().max().item()
+            check(f"select==general scale={scale} {sorted(kw)}", same == 64 and diff <= 8 and err < 1e-4,
+                  f"same tokens {same}/64 kept-set differences={diff} (of 64 rows) max|dp|={err:.1e}")
     # batch independence: row r of a big batch == same row alone
     logits = torch.randn(64, 128256, device=DEV) * 3
     seeds = torch.randint(0, 2 ** 62, (64,), device=DEV)
@@ -155,6 +170,33 @@ def graph_of(fn):
     return g
 
 
+def VARIANTS(cfg):
+    return [dict(cfg), dict(cfg, num_warps=16), dict(cfg, SC=1024, num_warps=16),
+            dict(cfg, SNC=8), dict(cfg, SNC=8, num_warps=16), dict(cfg, num_warps=4),
+            dict(cfg, CHUNK=2048, SC=1024, num_warps=16), dict(cfg, SC=256, num_warps=16)]
+
+
+def variants_only():
+    """--variants: select-path variants at batch 1 and 64 (top_p 0.9 alone) vs the sort path."""
+    vocab, pp = 128256, 0.9
+    for b in (1, 64):
+        x = torch.randn(b, vocab, device=DEV) * 3
+        seeds = torch.randint(0, 2 ** 62, (b,), device=DEV)
+        prp = op._validate(x, None, pp, 1.0, seeds, None, False)
+        cfg = op._default_config("cuda", prp)
+        ref_tok = op._launch(prp, dict(cfg, USE_POOL=False))[0]
+        kfull = torch.full((b,), vocab, device=DEV, dtype=torch.int64)
+        pt, tt = torch.full((b,), pp, device=DEV), torch.ones(b, device=DEV)
+        srt = bench(graph_of(lambda: torch_sort_path(x, kfull, pt, tt)).replay, rep=50)
+        print(f"  batch {b}: torch sort path (graph) {srt * 1e3:.1f} us")
+        for c in VARIANTS(cfg):
+            same = bool((op._launch(prp, c)[0] == ref_tok).all())
+            ms = bench(graph_of(lambda: op._launch(prp, c)).replay, rep=50)
+            print(f"    CHUNK={c['CHUNK']:5d} SC={c['SC']:5d} SNC={c['SNC']:3d} warps={c['num_warps']:2d} "
+                  f"graph {ms * 1e3:8.1f} us  sort/ours {srt / ms:4.1f}x  tokens==general {same}")
+            check(f"variant b={b} {c['SC']},{c['SNC']},{c['num_warps']}", same)
+
+
 def timings(quick=False):
     print("== timings (ms, median; fp32 logits, vocab 128256, top_k 50, top_p 0.9, T 1.0)")
     vocab, k, pp = 128256, 50, 0.9
@@ -185,7 +227,12 @@ def timings(quick=False):
 
         probs = [op._validate(x, k, pp, 1.0, seeds, None, False) for x in bufs]
         cfg = op._default_config("cuda", probs[0])
+        kfull = torch.full((b,), vocab, device=DEV, dtype=torch.int64)
+        probs_p = [op._validate(x, None, pp, 1.0, seeds, None, False) for x in bufs]
         fns = {
+            "top-p only: ours (public op)": lambda: ascend_kernels.topk_topp_sampling(nxt(), top_p=pp, seeds=seeds),
+            "top-p only: ours (launch only)": lambda: op._launch(probs_p[nxt_i()], cfg),
+            "top-p only: torch sort path": lambda: torch_sort_path(nxt(), kfull, pt, tt),
             "ours (public op)": lambda: ascend_kernels.topk_topp_sampling(nxt(), top_k=k, top_p=pp, seeds=seeds),
             "ours (launch only)": lambda: op._launch(probs[nxt_i()], cfg),
             "torch sort path": lambda: torch_sort_path(nxt(), kt, pt, tt),
@@ -196,7 +243,9 @@ def timings(quick=False):
             res[name] = bench(fn)
         # CUDA graphs (one input buffer; a graph replays fixed addresses)
         x0 = bufs[0]
-        gfns = {"ours (graph)": lambda: op._launch(probs[0], cfg),
+        gfns = {"top-p only: ours (graph)": lambda: op._launch(probs_p[0], cfg),
+                "top-p only: torch sort path (graph)": lambda: torch_sort_path(x0, kfull, pt, tt),
+                "ours (graph)": lambda: op._launch(probs[0], cfg),
                 "torch sort path (graph)": lambda: torch_sort_path(x0, kt, pt, tt),
                 "torch topk path (graph)": lambda: torch_topk_path(x0, k, pt, tt)}
         for name, fn in gfns.items():
@@ -213,24 +262,35 @@ def timings(quick=False):
         rows.append((b, res, floor))
         del bufs
     if not quick:
-        print("== config sweep, batch 64 (launch only, us)")
+        print("== select-path variants, batch 64, top_p 0.9 alone (launch only, us)")
         x = torch.randn(64, vocab, device=DEV) * 3
         seeds = torch.randint(0, 2 ** 62, (64,), device=DEV)
-        pr = op._validate(x, k, pp, 1.0, seeds, None, False)
-        for c in op.CONFIGS["cuda"]:
+        prp = op._validate(x, None, pp, 1.0, seeds, None, False)
+        ref_tok = op._launch(prp, cfg)[0]
+        variants = VARIANTS(cfg)
+        for c in variants:
             try:
-                ms = bench(lambda: op._launch(pr, c), rep=50)
+                same = bool((op._launch(prp, c)[0] == ref_tok).all())
+                ms = bench(lambda: op._launch(prp, c), rep=50)
             except Exception as exc:  # noqa: BLE001
-                ms = float("nan")
+                ms, same = float("nan"), False
                 print(f"    {c} failed: {exc}")
-            print(f"    CHUNK={c['CHUNK']:5d} GS={c['GS']:4d} P_MAX={c['P_MAX']:4d} NGB={c['NGB']:3d} "
-                  f"warps={c['num_warps']:2d} {ms * 1e3:8.1f}")
+            print(f"    CHUNK={c['CHUNK']:5d} SC={c['SC']:5d} SNC={c['SNC']:3d} warps={c['num_warps']:2d} "
+                  f"{ms * 1e3:8.1f}  same tokens={same}")
+            check(f"variant tokens {c['CHUNK']},{c['SC']},{c['SNC']},{c['num_warps']}", same)
+        pr = op._validate(x, k, pp, 1.0, seeds, None, False)
         print("== general path only (no pool), batch 64, top_p 0.9 alone and with top_k 50")
         gen = dict(cfg, USE_POOL=False)
         for kw in (dict(top_p=0.9), dict(top_k=50, top_p=0.9)):
             pr = op._validate(x, kw.get("top_k"), kw.get("top_p"), 1.0, seeds, None, False)
             print(f"    {sorted(kw)}: {bench(lambda: op._launch(pr, gen), rep=50) * 1e3:.1f} us")
-    print("== summary (us)   ours-eager  ours-graph  sort-eager  sort-graph  topk-eager  topk-graph"
+    print("== summary top-p only (us)  ours-eager  ours-graph  sort-eager  sort-graph  sort/ours (eager; graph)")
+    for b, r, floor in rows:
+        o, og = r["top-p only: ours (public op)"], r["top-p only: ours (graph)"]
+        s, sg = r["top-p only: torch sort path"], r["top-p only: torch sort path (graph)"]
+        print(f"  batch {b:4d}  {o * 1e3:10.1f} {og * 1e3:11.1f} {s * 1e3:11.1f} {sg * 1e3:11.1f}   "
+              f"{s / o:5.1f}x; {sg / og:5.1f}x")
+    print("== summary top-k 50 + top-p (us)   ours-eager  ours-graph  sort-eager  sort-graph  topk-eager  topk-graph"
           "  sort/ours  topk/ours (eager; graph)")
     for b, r, floor in rows:
         o, og = r["ours (public op)"], r["ours (graph)"]
@@ -242,6 +302,10 @@ def timings(quick=False):
 
 if __name__ == "__main__":
     print(torch.cuda.get_device_name(), "torch", torch.__version__, "triton", triton.__version__)
+    if "--variants" in sys.argv:
+        variants_only()
+        print("FAILS:", FAILS or "none")
+        sys.exit(0)
     t0 = time.time()
     correctness()
     print(f"  correctness took {time.time() - t0:.0f}s")
