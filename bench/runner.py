@@ -26,7 +26,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import ascend_kernels  # noqa: F401  (before triton: turns the interpreter on for CPU tensors)
 import torch

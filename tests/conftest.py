@@ -1,5 +1,3 @@
-import os
-
 import pytest
 
 import ascend_kernels  # noqa: F401  (before torch/triton users: turns the interpreter on for CPU)

@@ -2,7 +2,6 @@
 
 Needs triton-ascend's triton-adapter-opt (no CANN, no NPU); skipped in the upstream-triton lane.
 """
-import os
 
 import pytest
 

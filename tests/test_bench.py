@@ -1,7 +1,6 @@
 """The bench runner: suites, providers, checks, absent/wrong providers, outputs, tune (CPU)."""
 import json
 
-import pytest
 import torch
 
 from bench import providers as prov

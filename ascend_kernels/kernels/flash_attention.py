@@ -41,17 +41,9 @@ def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, PAGE_SIZE:
 def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale,
             window_left, window_right, mask_d,
             offs_n, MASKED: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
-            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, RESCALE_THRESH: tl.constexpr):
+            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr):
     """One KV tile: scores, (mask), online softmax, P @ V. MASKED tiles mask keys past sk and
-    outside the band; unmasked tiles are wholly inside both.
-
-    RESCALE_THRESH > 0 (unmasked tiles only): lazy rescaling. The running max m_i moves (and acc,
-    l_i are rescaled) only when some row's tile max exceeds it by more than RESCALE_THRESH (base-2
-    units); otherwise the stale max stays and p = exp2(s - m_i) <= 2^RESCALE_THRESH. acc and l_i
-    always share one reference max, so the result is exact up to rounding. The test is one
-    block-uniform branch, so the [BLOCK_M, D] multiply of acc is skipped for the whole tile.
-    Off in every config: on the H100 the branch in the loop cost 12-13% (triton 3.6), more than
-    the skipped multiplies save (bench/results/flash_attention_h100.md, run 4)."""
+    outside the band; unmasked tiles are wholly inside both."""
     if MASKED:
         k_pos = n + offs_n
         ld_mask = (k_pos < sk)[:, None]
@@ -79,31 +71,13 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_s
         visible = visible & (k_pos < sk)[None, :]
         s = tl.where(visible, s, float("-inf"))
         m_new, l_new, p, alpha = online_softmax_step(m_i, l_i, s)
-    elif RESCALE_THRESH > 0:
-        if SOFTCAP > 0:
-            s = apply_softcap(s * sm_scale, SOFTCAP)
-            scale = 1.4426950408889634
-        else:
-            scale = qk_scale
-        m_tile = tl.max(s, 1) * scale
-        # +inf while m_i is -inf (no key seen yet): the first tile always sets the max
-        if tl.max(m_tile - m_i, 0) > RESCALE_THRESH:
-            m_up = tl.maximum(m_i, m_tile)
-            alpha_up = tl.exp2(m_i - m_up)
-            acc = acc * alpha_up[:, None]
-            l_i = l_i * alpha_up
-            m_i = m_up
-        p = tl.exp2(s * scale - m_i[:, None])
-        l_new = l_i + tl.sum(p, 1)
-        m_new = m_i
     else:
         if SOFTCAP > 0:
             s = apply_softcap(s * sm_scale, SOFTCAP)
             m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, 1.4426950408889634)
         else:
             m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, qk_scale)
-    if MASKED or RESCALE_THRESH == 0:
-        acc = acc * alpha[:, None]
+    acc = acc * alpha[:, None]
     if DOT_FP32:
         acc = tl.dot(p, v.to(tl.float32), acc)
     else:
@@ -118,7 +92,7 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq,
                   MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
                   HEAD_SIZE: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
-                  DOT_FP32: tl.constexpr, RESCALE_THRESH: tl.constexpr):
+                  DOT_FP32: tl.constexpr):
     """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
     # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
     # block-table load inside the step
@@ -135,7 +109,7 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq,
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile,
                                 k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale, window_left,
                                 window_right, mask_d, offs_n, MASKED, HEAD_SIZE, BLOCK_D,
-                                SOFTCAP, DOT_FP32, RESCALE_THRESH)
+                                SOFTCAP, DOT_FP32)
         idx = nxt
     return acc, m_i, l_i
 
@@ -167,7 +141,6 @@ def flash_attention_kernel(
     PAGED: tl.constexpr, HAS_SEQUSED: tl.constexpr,
     SOFTCAP: tl.constexpr, RETURN_LSE: tl.constexpr,
     DOT_FP32: tl.constexpr,  # interpreter: bf16 dots are wrong there, so dot in fp32
-    RESCALE_THRESH: tl.constexpr = 0.0,  # > 0: lazy rescaling in unmasked tiles (_attend; off)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -249,19 +222,19 @@ def flash_attention_kernel(
                     block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, RESCALE_THRESH)
+                    DOT_FP32)
                 acc, m_i, l_i = _attend_range(
                     acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_a, end_b, seq, k_start, sk,
                     block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, RESCALE_THRESH)
+                    DOT_FP32)
                 acc, m_i, l_i = _attend_range(
                     acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_b, kv_hi, seq, k_start, sk,
                     block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, RESCALE_THRESH)
+                    DOT_FP32)
                 out, lse = finish_softmax(acc, m_i, l_i)
                 o_ptrs = out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
                 tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_d[None, :])

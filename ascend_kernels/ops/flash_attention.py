@@ -194,7 +194,7 @@ def _cuda_configs():
                 for s in (2, 3, 4):
                     out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s,
                                 "grid_programs_per_core": 64})
-    # no RESCALE_THRESH (lazy rescaling) configs: 12-13% slower on the H100 in every case measured
+    # lazy rescaling (FA4 style) was tried and removed: 12-13% slower on the H100
     # (bench/results/flash_attention_h100.md, run 4)
     return out
 
@@ -275,7 +275,6 @@ def _kernel_args(p: Problem, config: dict):
         BLOCK_D=max(16, next_pow2(p.head_size)), PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.lse is not None,
         DOT_FP32=backend == "cpu")
-    constexprs["RESCALE_THRESH"] = float(constexprs.get("RESCALE_THRESH", 0.0))
     return args, constexprs, options, grid
 
 
@@ -462,7 +461,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
                   "BLOCK_N": min(config["BLOCK_N"], bs) if paged else config["BLOCK_N"],
                   "PAGE_SIZE": max(bs, 1), "PAGED": paged,
                   "HAS_SEQUSED": paged, "SOFTCAP": f["softcap"], "RETURN_LSE": f["lse"],
-                  "DOT_FP32": False, "RESCALE_THRESH": 0.0}
+                  "DOT_FP32": False}
     label = ",".join(f"{k}={v}" for k, v in shape.items() if not isinstance(v, (list, dict)))
     return [ascend_check.KernelCase(OP, kern.flash_attention_kernel, sig, constexprs, config, label)]
 

@@ -68,7 +68,7 @@ def _split_size_of(split_size) -> int:
 def _validate(query, key_cache, value_cache, block_table, seq_lens, *, scale=None, sliding_window=None,
               softcap=0.0, alibi_slopes=None, out=None, seq_lens_host=None, block_table_host=None,
               split_size=None) -> Problem:
-    dev = check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
+    check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
                              ("block_table", block_table), ("seq_lens", seq_lens),
                              ("alibi_slopes", alibi_slopes), ("out", out)])
     check_tensor("query", query, ndim=3, dtypes=FLOAT_DTYPES)

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
-import os
 from typing import Optional, Union
 
 import torch

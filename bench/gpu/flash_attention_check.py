@@ -102,17 +102,6 @@ def correctness():
         ok &= check(f"paged bs{bs} causal d128", rand_case([33, 400], [1000, 400], 8, 2, 128, bf, bs=bs))
     ok &= check("paged bs128 sliding d64", rand_case([256, 3], [2000, 800], 4, 4, 64, hf, bs=128), sw=300)
     ok &= check("empty rows (sk<sq causal)", rand_case([100], [30], 2, 2, 64, bf))
-    # lazy rescaling with a low threshold: both branches run (keys grow along the sequence)
-    lazy = {"RESCALE_THRESH": 0.5}
-    for name, c, kw in [("causal d128 bf16", rand_case([77, 1024], [77, 1024], 4, 4, 128, bf), {}),
-                        ("d256 sliding+softcap", rand_case([513, 31], [513, 31], 4, 1, 256, bf),
-                         dict(sw=128, softcap=30.0)),
-                        ("paged bs64 causal d128", rand_case([33, 400], [1000, 400], 8, 2, 128, bf, bs=64), {}),
-                        ("noncausal d64 fp16 gqa4", rand_case([5, 129, 700], [5, 200, 700], 8, 2, 64, hf),
-                         dict(causal=False))]:
-        ramp = torch.linspace(0.3, 3.0, c["k"].shape[0], device=DEV).view(-1, *([1] * (c["k"].dim() - 1)))
-        c["k"] = (c["k"] * ramp).to(c["k"].dtype)
-        ok &= check(name + " ramped keys", c, extra=lazy, **kw)
     # torch.compile(fullgraph=True) over a call
     case = rand_case([100, 300], [100, 300], 4, 2, 128, bf)
 
@@ -207,24 +196,21 @@ def perf(sweep):
     # what each kind's output is checked against: cuDNN (causal, non-causal), flex (window)
     want = {"causal": o_sdpa, "noncausal": o_sdpa_nc, "window1024": o_fw, "paged_causal": o_sdpa}
 
-    def cfg(bm, bn, w, s, t=0.0, gpc=64):
+    def cfg(bm, bn, w, s, gpc=64):
         return {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s,
-                "RESCALE_THRESH": t, "grid_programs_per_core": gpc}
+                "grid_programs_per_core": gpc}
 
     def key(c):
         return json.dumps(c, sort_keys=True)
 
     cont = [default["causal"]]
     if sweep:
-        # the previous defaults (no lazy rescaling) first: the baseline of this run
         for bm, bn, w, s_ in [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)]:
-            for t in (0.0, 8.0):
-                cont.append(cfg(bm, bn, w, s_, t))
-    cands = {"causal": cont + ([cfg(128, 64, 8, 3, 8.0, 1), cfg(128, 64, 8, 3, 8.0, 2)] if sweep else []),
-             "noncausal": cont + ([cfg(128, 64, 8, 4, 8.0, 1)] if sweep else []),
-             "window1024": [default["window1024"]] + ([cfg(64, 64, 4, 3), cfg(128, 64, 8, 3, 8.0)] if sweep else []),
-             "paged_causal": [default["paged_causal"]] + (
-                 [cfg(128, 64, 8, 3), cfg(128, 128, 8, 3, 8.0)] if sweep else [])}
+            cont.append(cfg(bm, bn, w, s_))
+    cands = {"causal": cont + ([cfg(128, 64, 8, 3, 1), cfg(128, 64, 8, 3, 2)] if sweep else []),
+             "noncausal": cont + ([cfg(128, 64, 8, 4, 1)] if sweep else []),
+             "window1024": [default["window1024"]] + ([cfg(64, 64, 4, 3), cfg(128, 64, 8, 3)] if sweep else []),
+             "paged_causal": [default["paged_causal"]] + ([cfg(128, 64, 8, 3), cfg(128, 128, 8, 3)] if sweep else [])}
     sweep_rows = []
     bad_variants = []
     for kind, p in probs.items():
@@ -251,10 +237,10 @@ def perf(sweep):
         res[("ours", kind)] = best[0]
         res[("ours_cfg", kind)] = best[1]
         res[("ours_default", kind)] = bench(lambda: fa._launch(p, default[kind]))
-    # repeat: the previous default (no lazy rescaling) and this default, timed again for the spread
+    # repeat: the previous default and this default, timed again for the spread
     for kind in ("causal", "noncausal"):
         p = probs[kind]
-        for name, c in (("prev default M128 N128 w8 s3 T0", cfg(128, 128, 8, 3)), ("default", default[kind])):
+        for name, c in (("prev default M128 N128 w8 s3", cfg(128, 128, 8, 3)), ("default", default[kind])):
             sweep_rows.append((kind, c, f"{bench(lambda: fa._launch(p, c)):.3f} ms (repeat: {name})"))
     # the peers again at the end: ratios use each peer's faster time
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
@@ -269,10 +255,10 @@ def perf(sweep):
         t2 = bench(fn)
         say(f"flex {kind} repeat: {t2:.3f} ms (first {res[('flex', kind)]:.3f})")
         res[("flex", kind)] = min(t2, res[("flex", kind)])
-    say("## config sweep (T = RESCALE_THRESH, g = grid_programs_per_core; rel vs cuDNN / flex output)")
+    say("## config sweep (g = grid_programs_per_core; rel vs cuDNN / flex output)")
     for kind, c, t in sweep_rows:
         say(f"  {kind:13s} M{c['BLOCK_M']} N{c['BLOCK_N']} w{c['num_warps']} s{c['num_stages']} "
-            f"T{c.get('RESCALE_THRESH', 0.0):g} g{c['grid_programs_per_core']}: {t}")
+            f"g{c['grid_programs_per_core']}: {t}")
     if bad_variants:
         say(f"BAD variants: {bad_variants}")
     say(f"## B{B} S{S} H{H} D{D} bf16, {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import sys
-import time
 
 import ascend_kernels as ak  # noqa: F401  (before triton)
 import torch
