@@ -140,3 +140,11 @@ def test_check_ops_prunes_the_launchers_search_space(monkeypatch, tmp_path):
     assert args.func(args) == 1
     text = report.read_text()
     assert "toy_check" in text and "BLOCK=1048576" in text and "estimate" in text
+
+
+def test_multibuffer_configs_are_judged_by_the_doubled_estimate():
+    r = ac.CaseResult(op="x", kernel="k", label="", config={}, lowered=True, ub_bytes=100 << 10,
+                      ub_bytes_multibuffer=250 << 10, fits=True, fits_multibuffer=False)
+    assert not r.passed  # multibuffer is on by default on Ascend
+    r.multibuffer = False
+    assert r.passed

@@ -389,3 +389,16 @@ def test_gpu_torch_compile_fullgraph():
     got = torch.compile(f, fullgraph=True)(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
     want = f(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("head_size", [64, 128, 256])
+@pytest.mark.parametrize("multibuffer", [True, False])
+def test_npu_tiles_shrink_to_fit_the_unified_buffer(head_size, multibuffer):
+    """Every Ascend config, whatever the head size, launches tiles whose estimated step fits."""
+    for config in fa.CONFIGS["npu"]:
+        config = dict(config, multibuffer=multibuffer)
+        m, n = fa._tiles("npu", config, head_size, 0)
+        assert 16 <= m <= config["BLOCK_M"] and 16 <= n <= config["BLOCK_N"]
+        assert fa._npu_step_bytes(m, n, head_size, multibuffer) <= fa.NPU_UB_BUDGET
+        assert fa._tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
+    assert fa._tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most

@@ -199,7 +199,7 @@ def _cuda_configs():
     return out
 
 
-# Paged K/V: a tile is one page or a slice of one: BLOCK_N = min(BLOCK_N, block_size).
+# Paged K/V: a tile is one page or a slice of one (see _tiles; on Ascend tiles also shrink to fit UB).
 # grid_programs_per_core sizes the persistent grid (cube cores on Ascend, SMs on CUDA).
 CONFIGS = {
     "cuda": _cuda_configs(),
@@ -227,10 +227,8 @@ def _default_config(backend: str, p: Problem) -> dict:
                     "grid_programs_per_core": 64}
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2,
                 "grid_programs_per_core": 64}
-    if backend == "npu":
-        # the largest tiles whose UB estimate (ascend_check) fits 192 KB
-        return {"BLOCK_M": 64 if d <= 128 else 16, "BLOCK_N": 64 if d <= 64 else 32,
-                "multibuffer": True, "grid_programs_per_core": 1}
+    if backend == "npu":  # _tiles shrinks these to fit the unified buffer for larger heads
+        return {"BLOCK_M": 64, "BLOCK_N": 64, "multibuffer": True, "grid_programs_per_core": 1}
     return dict(CONFIGS["cpu"][0])
 
 
@@ -243,13 +241,45 @@ def _tuning_key(p: Problem) -> tuple[dict, dict]:
     return fixed, {"max_seqlen_q": p.max_seqlen_q, "tokens": p.q.shape[0]}
 
 
+def _npu_step_bytes(block_m: int, block_n: int, block_d: int, multibuffer: bool) -> float:
+    """The Ascend compile check's unified-buffer estimate for one KV step, fitted on its reports
+    (bench/results/ascend_check.md): q (fp16) and acc (fp32) per BLOCK_M x D, the K/V staging
+    buffers and their fp32 copies per BLOCK_N x D, scores and probabilities per BLOCK_M x
+    BLOCK_N; multibuffer double-buffers what the loop loads."""
+    if multibuffer:
+        return 8.2 * block_m * block_d + 30.0 * block_n * block_d + 7.9 * block_m * block_n
+    return 6.2 * block_m * block_d + 18.0 * block_n * block_d + 7.9 * block_m * block_n
+
+
+# under the 192 KB unified buffer by the fitted estimate's largest miss (~18 KB)
+NPU_UB_BUDGET = _device.ASCEND_UB_BYTES - 20 * 1024
+
+
+def _tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of a launch. A paged tile is one page or a slice of one. On Ascend the
+    config's tiles are upper bounds: the larger one is halved until a step fits the unified
+    buffer, so one search space serves every head size (the compile check confirms the fit)."""
+    block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
+    if block_size:
+        block_n = min(block_n, block_size)
+    if backend == "npu":
+        block_d = max(16, next_pow2(head_size))
+        multibuffer = config.get("multibuffer", True)  # on by default in triton-ascend
+        while (_npu_step_bytes(block_m, block_n, block_d, multibuffer) > NPU_UB_BUDGET
+               and max(block_m, block_n) > 16):
+            if block_n >= block_m:
+                block_n //= 2
+            else:
+                block_m //= 2
+    return block_m, block_n
+
+
 def _kernel_args(p: Problem, config: dict):
     """(positional args, constexprs, options, grid) of one launch."""
     backend = p.device.type
     constexprs, options = autotune.split_config(config, backend)
-    block_m = constexprs["BLOCK_M"]
-    if p.paged:  # a tile is a page or a slice of one
-        constexprs["BLOCK_N"] = min(constexprs["BLOCK_N"], p.block_size)
+    block_m, constexprs["BLOCK_N"] = _tiles(backend, config, p.head_size, p.block_size if p.paged else 0)
+    constexprs["BLOCK_M"] = block_m
     tiles = -(-p.max_seqlen_q // block_m)
     n_tasks = p.batch * tiles * p.num_kv_heads
     cores = _device.grid_cap(p.device, cube=True)
@@ -449,6 +479,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
     h, kvh, d = f["heads"], f["kv_heads"], f["head_size"]
     bs = f["block_size"]
     paged = bool(bs)
+    block_m, block_n = _tiles("npu", config, d, bs)
     sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "out_ptr": f"*{dt}",
            "lse_ptr": "*fp32", "cu_seqlens_q_ptr": "*i32", "cu_seqlens_k_ptr": "*i32",
            "seqused_k_ptr": "*i32", "block_table_ptr": "*i32", "sm_scale": "fp32",
@@ -457,12 +488,12 @@ def _ascend_cases(shape: dict, config: dict) -> list:
                  "stride_vh", "stride_vb", "stride_ot", "stride_oh", "stride_lse_h", "stride_bt_b"):
         sig[name] = "i32"
     constexprs = {"NUM_KV_HEADS": kvh, "GQA": h // kvh, "HEAD_SIZE": d,
-                  "BLOCK_D": max(16, next_pow2(d)), "BLOCK_M": config["BLOCK_M"],
-                  "BLOCK_N": min(config["BLOCK_N"], bs) if paged else config["BLOCK_N"],
+                  "BLOCK_D": max(16, next_pow2(d)), "BLOCK_M": block_m, "BLOCK_N": block_n,
                   "PAGE_SIZE": max(bs, 1), "PAGED": paged,
                   "HAS_SEQUSED": paged, "SOFTCAP": f["softcap"], "RETURN_LSE": f["lse"],
                   "DOT_FP32": False}
     label = ",".join(f"{k}={v}" for k, v in shape.items() if not isinstance(v, (list, dict)))
+    label += f",tile={block_m}x{block_n}"
     return [ascend_check.KernelCase(OP, kern.flash_attention_kernel, sig, constexprs, config, label)]
 
 
