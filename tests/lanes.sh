@@ -22,7 +22,7 @@ make_lane ascend triton-ascend==3.2.0 pybind11
 echo "== lane up: upstream triton, interpreter on CPU"
 .venv-up/bin/python -m pytest -q -p no:cacheprovider "$@"
 echo "== lane up: ascend-kernels bench --suite quick (CPU smoke run)"
-.venv-up/bin/ascend-kernels bench --suite quick > /tmp/ascend_kernels_quick_bench.md
+.venv-up/bin/ascend-kernels bench --suite quick --no-progress > /tmp/ascend_kernels_quick_bench.md
 tail -n 5 /tmp/ascend_kernels_quick_bench.md
 echo "== lane ascend: Ascend compile check (triton-adapter-opt)"
 .venv-ascend/bin/ascend-kernels check

@@ -190,6 +190,24 @@ def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
 
 
 @triton.jit
+def _pool_above(pk_row, px_row, n_pool, kj, m, inv_t, P_MAX: tl.constexpr, PB: tl.constexpr):
+    """For each pool entry j (keys kj): how many pool entries have a strictly larger key, and
+    the sum of their weights exp((x - m) * inv_t); pairwise compares in blocks of PB."""
+    count = tl.zeros([P_MAX], dtype=tl.int32)
+    mass = tl.zeros([P_MAX], dtype=tl.float32)
+    for i0 in range(0, n_pool, PB):
+        ii = i0 + tl.arange(0, PB)
+        vi = ii < n_pool
+        ki = tl.load(pk_row + ii, mask=vi, other=KEY_NEG_INF)
+        xi = tl.load(px_row + ii, mask=vi, other=float("-inf"))
+        wi = tl.where(vi, tl.exp((xi - m) * inv_t), 0.0)
+        gt = (ki[:, None] > kj[None, :]) & vi[:, None]
+        count += tl.sum(gt.to(tl.int32), axis=0)
+        mass += tl.sum(tl.where(gt, wi[:, None], 0.0), axis=0)
+    return count, mass
+
+
+@triton.jit
 def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row,
               k, p, p_on, inv_t, seed,
               CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr, GS: tl.constexpr,
@@ -250,17 +268,7 @@ def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row
         m_safe = tl.where(m > float("-inf"), m, 0.0)
         wj = tl.where(vj, tl.exp((xj - m_safe) * inv_t), 0.0)
         # rank (how many entries are strictly larger) and the mass strictly above each entry
-        rank = tl.zeros([P_MAX], dtype=tl.int32)
-        above = tl.zeros([P_MAX], dtype=tl.float32)
-        for i0 in range(0, n_pool, PB):
-            ii = i0 + tl.arange(0, PB)
-            vi = ii < n_pool
-            ki = tl.load(pk_row + ii, mask=vi, other=KEY_NEG_INF)
-            xi = tl.load(px_row + ii, mask=vi, other=float("-inf"))
-            wi = tl.where(vi, tl.exp((xi - m_safe) * inv_t), 0.0)
-            gt = (ki[:, None] > kj[None, :]) & vi[:, None]
-            rank += tl.sum(gt.to(tl.int32), axis=0)
-            above += tl.sum(tl.where(gt, wi[:, None], 0.0), axis=0)
+        rank, above = _pool_above(pk_row, px_row, n_pool, kj, m_safe, inv_t, P_MAX, PB)
         kept = vj & (rank < k) & (wj > 0.0)  # wj == 0 everywhere when the row is all -inf
         if p_on:
             zk = tl.sum(tl.where(kept, wj, 0.0), axis=0)
@@ -368,17 +376,7 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
             kj = tl.load(pk_row + jp, mask=vj, other=KEY_NEG_INF)
             xj = tl.load(px_row + jp, mask=vj, other=float("-inf"))
             wj = tl.where(vj, tl.exp((xj - m) * inv_t), 0.0)
-            above_c = tl.zeros([P_MAX], dtype=tl.int32)
-            above_m = tl.zeros([P_MAX], dtype=tl.float32)
-            for i0 in range(0, n_pool, PB):
-                ii = i0 + tl.arange(0, PB)
-                vi = ii < n_pool
-                ki = tl.load(pk_row + ii, mask=vi, other=KEY_NEG_INF)
-                xi = tl.load(px_row + ii, mask=vi, other=float("-inf"))
-                wi = tl.where(vi, tl.exp((xi - m) * inv_t), 0.0)
-                gt = (ki[:, None] > kj[None, :]) & vi[:, None]
-                above_c += tl.sum(gt.to(tl.int32), axis=0)
-                above_m += tl.sum(tl.where(gt, wi[:, None], 0.0), axis=0)
+            above_c, above_m = _pool_above(pk_row, px_row, n_pool, kj, m, inv_t, P_MAX, PB)
             kept = vj & tl.where(count_mode != 0, c_hi + above_c < k, f_hi + above_m < target)
             n_kept = tl.sum(kept.to(tl.int32), axis=0)
             if n_kept > 0:

@@ -327,3 +327,24 @@ def gather_pages(cache, block_table, n_tokens: int, start: int = 0):
 
 def softmax_scale(shape: dict) -> float:
     return float(shape.get("scale", 1.0 / math.sqrt(shape["head_size"])))
+
+
+def flash_attn_module(func: str):
+    """vLLM's or Dao's flash-attn module when installed and it has `func`, else None."""
+    for name in ("vllm.vllm_flash_attn", "flash_attn"):
+        try:
+            mod = __import__(name, fromlist=[func])
+            if hasattr(mod, func):
+                return mod
+        except Exception:
+            continue
+    return None
+
+
+def flash_attn_absent(func: str):
+    """An `absent(device)` check for a flash-attn provider that calls `func`."""
+    def absent(device) -> Optional[str]:
+        if cuda_only(device):
+            return cuda_only(device)
+        return None if flash_attn_module(func) else "neither vllm.vllm_flash_attn nor flash_attn is installed"
+    return absent

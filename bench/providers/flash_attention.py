@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import Provider, Unsupported, compare, cuda_only, ours, randn, tol_of
+from . import Provider, Unsupported, compare, ours, randn, tol_of
 from . import _attn
 
 OP = "flash_attention"
@@ -187,25 +187,8 @@ def _build_gather_sdpa(x, s):
     return fn
 
 
-def _fa_module():
-    for name in ("vllm.vllm_flash_attn", "flash_attn"):
-        try:
-            mod = __import__(name, fromlist=["flash_attn_varlen_func"])
-            if hasattr(mod, "flash_attn_varlen_func"):
-                return mod
-        except Exception:
-            continue
-    return None
-
-
-def _fa_absent(device):
-    if cuda_only(device):
-        return cuda_only(device)
-    return None if _fa_module() else "neither vllm.vllm_flash_attn nor flash_attn is installed"
-
-
 def _build_fa(x, s):
-    fa = _fa_module()
+    fa = _attn.flash_attn_module("flash_attn_varlen_func")
     kw = {"softmax_scale": x["scale"], "causal": x["causal"]}
     if x["window_left"] >= 0:
         kw["window_size"] = (x["window_left"], 0)
@@ -232,5 +215,6 @@ def providers() -> list:
                  note="compiled flex_attention with block masks (paged form for paged cases)"),
         Provider("gather+sdpa", "peer", _build_gather_sdpa, None,
                  note="paged cases: gather the pages, then SDPA"),
-        Provider("flash-attn", "peer", _build_fa, _fa_absent, note="flash_attn_varlen_func (vLLM/Dao)"),
+        Provider("flash-attn", "peer", _build_fa, _attn.flash_attn_absent("flash_attn_varlen_func"),
+                 note="flash_attn_varlen_func (vLLM/Dao)"),
     ]

@@ -110,25 +110,8 @@ def _build_flex_paged(x, s):
                                   x["scale"], True, x["window_left"], x["softcap"])
 
 
-def _fa_module():
-    for name in ("vllm.vllm_flash_attn", "flash_attn"):
-        try:
-            mod = __import__(name, fromlist=["flash_attn_with_kvcache"])
-            if hasattr(mod, "flash_attn_with_kvcache"):
-                return mod
-        except Exception:
-            continue
-    return None
-
-
-def _fa_absent(device):
-    if cuda_only(device):
-        return cuda_only(device)
-    return None if _fa_module() else "neither vllm.vllm_flash_attn nor flash_attn is installed"
-
-
 def _build_fa(x, s):
-    fa = _fa_module()
+    fa = _attn.flash_attn_module("flash_attn_with_kvcache")
     q = x["query"].unsqueeze(1)  # [B, 1, H, D]
     kw = {"cache_seqlens": x["seq_lens"], "block_table": x["block_table"], "softmax_scale": x["scale"],
           "causal": True}
@@ -169,7 +152,8 @@ def providers() -> list:
                  note="gather the pages through the block table, then SDPA"),
         Provider("flex-paged", "peer", _build_flex_paged, _attn.flex_absent,
                  note="compiled flex_attention over the physical pages (block mask from the block table)"),
-        Provider("flash-attn", "peer", _build_fa, _fa_absent, note="flash_attn_with_kvcache (vLLM/Dao)"),
+        Provider("flash-attn", "peer", _build_fa, _attn.flash_attn_absent("flash_attn_with_kvcache"),
+                 note="flash_attn_with_kvcache (vLLM/Dao)"),
         Provider("flashinfer", "peer", _build_flashinfer, _flashinfer_absent,
                  note="FlashInfer BatchDecodeWithPagedKVCacheWrapper"),
     ]
