@@ -126,6 +126,7 @@ class KernelCase:
     config: dict = dataclasses.field(default_factory=dict)  # the Ascend config it came from
     label: str = ""                # shape description
     options: dict = dataclasses.field(default_factory=dict)  # Ascend compile options (NPUOptions)
+    note: str = ""                 # why a known scalarised access is there (for the report)
 
     @property
     def kernel_name(self) -> str:
@@ -151,6 +152,7 @@ class CaseResult:
     fits: bool = False
     fits_multibuffer: bool = False
     multibuffer: bool = True       # the case's multibuffer option (NPUOptions' default: on)
+    note: str = ""                 # the case's note: why a scalarised access is there
     dynamic_buffers: int = 0       # buffers whose size is not static (not counted in ub_bytes)
     seconds: float = 0.0
     cached: bool = False
@@ -731,7 +733,7 @@ def _run_jobs(jobs: list, timeout: float, progress) -> dict:
 def _finish(case: KernelCase, res: dict, key: str, cached: bool) -> CaseResult:
     r = CaseResult(op=case.op, kernel=case.kernel_name, label=case.label, config=case.config,
                    lowered=bool(res.get("lowered")), key=key, cached=cached,
-                   multibuffer=bool(case.options.get("multibuffer", True)))
+                   multibuffer=bool(case.options.get("multibuffer", True)), note=case.note)
     for f in ("error", "structured", "scalar", "scalarised_in_loop", "scalarised_outside",
               "scalarised_where", "mix_mode", "ub_bytes", "ub_bytes_multibuffer",
               "dynamic_buffers", "seconds"):
@@ -982,7 +984,8 @@ def render_report(results: list, elapsed: float = 0.0) -> str:
     where = [(r, w) for r in results for w in r.scalarised_where]
     if where:
         lines += ["## Scalarised accesses", ""]
-        lines += [f"- {r.op} {r.kernel} {r.label} {config_key(r.config)}: {w}" for r, w in where]
+        lines += [f"- {r.op} {r.kernel} {r.label} {config_key(r.config)}: {w}"
+                  + (f" (why: {r.note})" if r.note else "") for r, w in where]
         lines.append("")
     return "\n".join(lines)
 

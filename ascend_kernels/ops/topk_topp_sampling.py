@@ -357,8 +357,12 @@ def ascend_cases(shape: dict, config: dict) -> list:
              "ROUNDS": ROUNDS, "GS": config["GS"], "NGB": config["NGB"], "P_MAX": config["P_MAX"],
              "PB": config["PB"], "SC": min(config["SC"], chunk), "SNC": config["SNC"],
              "SROUNDS": SROUNDS}
+    note = ("the candidate pool is stored at cumsum positions and its groups are gathered by "
+            "index (data-dependent addresses), which the adapter lowers per element or row: only "
+            "the pool's <= P_MAX entries per row; USE_POOL=False configs have none"
+            ) if config["USE_POOL"] else ""
     cases.append(ascend_check.KernelCase(op=OP, kernel=kern.sampling_kernel, signature=sig,
-                                         constexprs=const, config=config, label=label))
+                                         constexprs=const, config=config, label=label, note=note))
     return cases
 
 
@@ -366,6 +370,6 @@ SPEC = dispatch.register(dispatch.OpSpec(
     name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
     default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
     kernels=(kern.sampling_kernel, kern.group_max_kernel, kern._pool_row, kern._general_row,
-             kern._select_row, kern._select, kern._draw, kern._search, kern._mass_ge,
+             kern._select_row, kern._select, kern._pool_above, kern._draw, kern._search, kern._mass_ge,
              kern._sanitize_key),
     ascend_cases=ascend_cases, make_problem=_make_problem))
