@@ -128,6 +128,25 @@ def test_fixed_split_size_is_batch_invariant(device, monkeypatch):
     _close(batch, _expect(q, kc, vc, bt, lens), torch.bfloat16)
 
 
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("pages_per_step", [1, 2])
+def test_bad_lengths_and_page_ids_read_nothing_outside(device, pages_per_step):
+    """seq_lens past the block table's capacity and out-of-range page ids inside a sequence's
+    length are user errors; the kernel must still stay inside every tensor: those keys are
+    skipped, and the sequences with valid inputs in the same batch are unaffected."""
+    bs = 16
+    q, kc, vc, bt, lens = _inputs(4, 2, 2, 64, bs, [40, 20, 33, 17], torch.float16, device,
+                                  max_blocks=3, num_blocks=12)
+    good = [0, 2]
+    want = _expect(q, kc, vc, bt, lens)
+    lens[1] = 10 ** 6                    # far past max_blocks * block_size
+    bt[3, 0] = 10 ** 6                   # inside the length: out of range
+    bt[3, 1] = -2
+    config = dict(pa_op.CONFIGS[device][0], grid_step_tokens=pages_per_step * bs)
+    out = _run(q, kc, vc, bt, lens, config=config)
+    _close(out[good], want[good], torch.float16)
+
+
 def test_split_choice_depends_on_shapes_only():
     dims = dict(num_seqs=1, num_heads=32, num_kv_heads=8, head_size=128, block_size=16, max_blocks=2048)
     cfg = pa_op._default_config("cuda")

@@ -38,6 +38,7 @@ def paged_attention_kernel(
     pages_per_split,             # i32 fixed split size in pages (> 0), or 0: even split
     num_tasks,                   # num_seqs * num_kv_heads * NUM_SPLITS
     num_kv_heads,
+    num_blocks, max_blocks,      # cache pages, block-table columns: bad lengths/ids read nothing
     q_stride_s, q_stride_h,
     k_stride_b, k_stride_s, k_stride_h,
     v_stride_b, v_stride_s, v_stride_h,
@@ -77,7 +78,8 @@ def paged_attention_kernel(
         if window > 0:
             kv_lo = tl.maximum(seq_len - window, 0)
         page_lo = kv_lo // BLOCK_SIZE
-        page_hi = (seq_len + BLOCK_SIZE - 1) // BLOCK_SIZE
+        # never past the block table's row, whatever seq_lens says
+        page_hi = tl.minimum((seq_len + BLOCK_SIZE - 1) // BLOCK_SIZE, max_blocks)
         if NUM_SPLITS > 1:
             if pages_per_split > 0:
                 s_lo = tl.maximum(page_lo, split * pages_per_split)
@@ -114,17 +116,21 @@ def paged_attention_kernel(
                 # one page: a scalar page id, one base address (structured on Ascend)
                 # (plain arange rows: `%`/`//` on the row index defeats the adapter's
                 # structured-access analysis and scalarises the loads)
-                page = tl.cast(tl.load(bt_row + step), tl.int64)
+                page32 = tl.load(bt_row + step)
+                page = tl.cast(page32, tl.int64)
                 k_pos = step * BLOCK_SIZE + offs_n
-                row_ok = (offs_n < BLOCK_SIZE) & (k_pos < seq_len)
+                # an out-of-range page id reads nothing: its keys count as past the end
+                k_end = tl.where((page32 >= 0) & (page32 < num_blocks), seq_len, 0)
+                row_ok = (offs_n < BLOCK_SIZE) & (k_pos < k_end)
                 k_ptrs = k_base + page * k_stride_b + offs_n[:, None] * k_stride_s + offs_d[None, :]
                 v_ptrs = v_base + page * v_stride_b + offs_n[:, None] * v_stride_s + offs_d[None, :]
             else:
                 pidx = step + t_page
                 p_ok = pidx < page_hi
-                pages = tl.cast(tl.load(bt_row + pidx, mask=p_ok, other=0), tl.int64)
+                pages32 = tl.load(bt_row + pidx, mask=p_ok, other=0)
+                pages = tl.cast(pages32, tl.int64)
                 k_pos = pidx * BLOCK_SIZE + t_in
-                row_ok = p_ok & t_real & (k_pos < seq_len)
+                row_ok = p_ok & t_real & (k_pos < seq_len) & (pages32 >= 0) & (pages32 < num_blocks)
                 k_ptrs = k_base + pages[:, None] * k_stride_b + t_in[:, None] * k_stride_s + offs_d[None, :]
                 v_ptrs = v_base + pages[:, None] * v_stride_b + t_in[:, None] * v_stride_s + offs_d[None, :]
             kv_mask = row_ok[:, None] & mask_d[None, :]

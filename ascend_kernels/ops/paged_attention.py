@@ -270,6 +270,7 @@ def _launch(p: Problem, config: dict) -> None:
     kern.paged_attention_kernel[(pl["grid"],)](
         q, kc, vc, p.block_table, p.seq_lens, alibi, target, lse,
         p.scale, p.sliding_window, pl["pages_per_split"], pl["num_tasks"], d["num_kv_heads"],
+        kc.shape[0], p.block_table.shape[1],
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         vc.stride(0), vc.stride(1), vc.stride(2), p.block_table.stride(0), o_stride_s, o_stride_h,
         SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None, DOT_FP32=backend == "cpu",
@@ -406,7 +407,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
            "block_table_ptr": "*i32", "seq_lens_ptr": "*i32", "alibi_ptr": "*fp32" if alibi else "*i32",
            "out_ptr": f"*{dtype}" if ns == 1 else "*fp32", "lse_ptr": "*fp32" if ns > 1 else f"*{dtype}",
            "scale": "fp32", "window": "i32", "pages_per_split": "i32", "num_tasks": "i32",
-           "num_kv_heads": "i32"}
+           "num_kv_heads": "i32", "num_blocks": "i32", "max_blocks": "i32"}
     for name in ("q_stride_s", "q_stride_h", "k_stride_b", "k_stride_s", "k_stride_h", "v_stride_b",
                  "v_stride_s", "v_stride_h", "bt_stride_s", "o_stride_s", "o_stride_h"):
         sig[name] = "i32"
