@@ -163,6 +163,36 @@ def test_paged(block_size, lens_q, lens_k, heads, kv_heads, head_size, kwargs):
     run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=block_size), **kwargs)
 
 
+@pytest.mark.parametrize("paged", [False, True])
+def test_bad_lengths_and_page_ids_stay_inside_the_tensors(paged):
+    """cu_seqlens past the tensors, seqused_k past the block table and out-of-range page ids are
+    user errors: the kernel stays inside every tensor (no fault, no write outside `out`), and
+    the well-formed first sequence still gets its exact result."""
+    case = make_case([20, 30, 9], [40, 30, 9], 2, 1, 64, block_size=16 if paged else None, seed=5)
+    good, _ = run_and_check(case)
+    good = good[:20].clone()
+    q = case["q"]
+    out = torch.empty(q.shape[0] + 8, *q.shape[1:], dtype=q.dtype)  # a guard band past `out`
+    out.fill_(7.0)
+    cu_q = case["cu_seqlens_q"].clone()
+    cu_q[2], cu_q[3] = 50, 10 ** 6          # last sequence past total_q, then decreasing
+    kw = dict(cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
+              block_table=case.get("block_table"))
+    if paged:
+        kw["seqused_k"] = kw["seqused_k"].clone()
+        kw["seqused_k"][1] = 10 ** 6           # past the block table's capacity
+        kw["block_table"] = kw["block_table"].clone()
+        kw["block_table"][2, 0] = -5           # out of range inside the length
+        kw["block_table"][1, 1] = 10 ** 7
+    else:
+        kw["cu_seqlens_k"] = kw["cu_seqlens_k"].clone()
+        kw["cu_seqlens_k"][2] = 10 ** 6        # past total_k
+    ascend_kernels.flash_attention(q, case["k"], case["v"], cu_seqlens_q=cu_q,
+                                   max_seqlen_q=case["max_seqlen_q"], out=out[:q.shape[0]], **kw)
+    assert torch.equal(out[q.shape[0]:], torch.full_like(out[q.shape[0]:], 7.0))
+    assert torch.equal(out[:20], good)
+
+
 def test_paged_matches_varlen():
     """The same keys in a paged cache and contiguous give the same output."""
     paged = make_case([30, 50], [60, 50], 2, 1, 64, block_size=16, seed=5)

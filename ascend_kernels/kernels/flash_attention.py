@@ -24,14 +24,16 @@ from ._softmax import (apply_softcap, band_mask, finish_softmax, online_softmax_
 
 
 @triton.jit
-def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, PAGE_SIZE: tl.constexpr,
-                   PAGED: tl.constexpr):
+def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks,
+                   PAGE_SIZE: tl.constexpr, PAGED: tl.constexpr):
     """int64 index of the tile starting at key n: its page (PAGED) or its first token (varlen);
     times the page / token stride it is the tile's offset from the head's base (plus the row
     in the page when a tile is part of a page). A tile at or past hi (the range's end) reads
-    no block-table entry and gives 0."""
+    no block-table entry and gives 0, and so does an out-of-range page id (a bad block table
+    then gives wrong numbers, never an access outside the cache)."""
     if PAGED:
         page = tl.load(block_table_ptr + seq * stride_bt_b + n // PAGE_SIZE, mask=n < hi, other=0)
+        page = tl.where((page >= 0) & (page < num_blocks), page, 0)
         return tl.cast(page, tl.int64)
     else:
         return tl.cast(k_start + n, tl.int64)
@@ -87,8 +89,8 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_s
 
 @triton.jit
 def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq, k_start, sk,
-                  block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
-                  qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
+                  block_table_ptr, stride_bt_b, num_blocks, k_unit, v_unit, stride_kt, stride_vt,
+                  q_pos, qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                   MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
                   HEAD_SIZE: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
@@ -96,10 +98,11 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq,
     """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
     # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
     # block-table load inside the step
-    idx = _kv_tile_index(lo, hi, seq, k_start, block_table_ptr, stride_bt_b, PAGE_SIZE, PAGED)
+    idx = _kv_tile_index(lo, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks,
+                         PAGE_SIZE, PAGED)
     for n in range(lo, hi, BLOCK_N):
         nxt = _kv_tile_index(n + BLOCK_N, hi, seq, k_start, block_table_ptr, stride_bt_b,
-                             PAGE_SIZE, PAGED)
+                             num_blocks, PAGE_SIZE, PAGED)
         k_tile = k_head + idx * k_unit
         v_tile = v_head + idx * v_unit
         if PAGED:
@@ -128,6 +131,8 @@ def flash_attention_kernel(
     sm_scale,           # fp32 softmax scale (natural units)
     window_left, window_right,  # keys before / after the (bottom-right aligned) diagonal; -1 = all
     batch, tiles_per_seq,       # tiles_per_seq = cdiv(max_seqlen_q, BLOCK_M)
+    total_q, kv_limit, max_blocks,  # q tokens; k tokens (varlen) or cache pages (PAGED); block-table
+                                    # columns: wrong cu_seqlens / seqused_k / page ids stay inside them
     stride_qt, stride_qh,
     stride_kt, stride_kh, stride_kb,   # kt: token (varlen) or row-in-page (paged); kb: page (paged)
     stride_vt, stride_vh, stride_vb,
@@ -167,19 +172,22 @@ def flash_attention_kernel(
         rest = task // tiles_per_seq
         kvh = rest % NUM_KV_HEADS
         seq = rest // NUM_KV_HEADS
-        q_start = tl.load(cu_seqlens_q_ptr + seq)
-        sq = tl.load(cu_seqlens_q_ptr + seq + 1) - q_start
+        # lengths clamped to the tensors: for valid inputs these are no-ops
+        q_start = tl.minimum(tl.maximum(tl.load(cu_seqlens_q_ptr + seq), 0), total_q)
+        sq = tl.minimum(tl.maximum(tl.load(cu_seqlens_q_ptr + seq + 1), q_start), total_q) - q_start
         q_lo = tile * BLOCK_M
         if q_lo < sq:
             if PAGED:
                 k_start = 0
-                sk = tl.load(seqused_k_ptr + seq)
+                sk = tl.minimum(tl.load(seqused_k_ptr + seq), max_blocks * PAGE_SIZE)
             else:
-                k_start = tl.load(cu_seqlens_k_ptr + seq)
+                k_start = tl.minimum(tl.maximum(tl.load(cu_seqlens_k_ptr + seq), 0), kv_limit)
                 if HAS_SEQUSED:
                     sk = tl.load(seqused_k_ptr + seq)
                 else:
                     sk = tl.load(cu_seqlens_k_ptr + seq + 1) - k_start
+                sk = tl.minimum(sk, kv_limit - k_start)
+            sk = tl.maximum(sk, 0)
             diag = sk - sq
             q_hi = tl.minimum(q_lo + BLOCK_M, sq) - 1  # last real query row of the tile
             # keys any row of the tile sees: [kv_lo, kv_hi)
@@ -219,19 +227,19 @@ def flash_attention_kernel(
                 acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
                 acc, m_i, l_i = _attend_range(
                     acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, start, end_a, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
                     DOT_FP32)
                 acc, m_i, l_i = _attend_range(
                     acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_a, end_b, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
                     DOT_FP32)
                 acc, m_i, l_i = _attend_range(
                     acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_b, kv_hi, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, k_unit, v_unit, stride_kt, stride_vt, q_pos,
+                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
                     qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                     True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
                     DOT_FP32)

@@ -297,6 +297,7 @@ def _kernel_args(p: Problem, config: dict):
         vt, vh, vb = v.stride(0), v.stride(1), 0
     args = (q, k, v, out, lse, p.cu_seqlens_q, cu_k, used, bt,
             p.softmax_scale, p.window_left, p.window_right, p.batch, tiles,
+            q.shape[0], k.shape[0], bt.shape[1] if p.block_table is not None else 0,
             q.stride(0), q.stride(1), kt, kh, kb, vt, vh, vb, out.stride(0), out.stride(1),
             p.lse.stride(0) if p.lse is not None else 0,
             bt.stride(0) if p.block_table is not None else 0)
@@ -483,7 +484,8 @@ def _ascend_cases(shape: dict, config: dict) -> list:
     sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "out_ptr": f"*{dt}",
            "lse_ptr": "*fp32", "cu_seqlens_q_ptr": "*i32", "cu_seqlens_k_ptr": "*i32",
            "seqused_k_ptr": "*i32", "block_table_ptr": "*i32", "sm_scale": "fp32",
-           "window_left": "i32", "window_right": "i32", "batch": "i32", "tiles_per_seq": "i32"}
+           "window_left": "i32", "window_right": "i32", "batch": "i32", "tiles_per_seq": "i32",
+           "total_q": "i32", "kv_limit": "i32", "max_blocks": "i32"}
     for name in ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_kb", "stride_vt",
                  "stride_vh", "stride_vb", "stride_ot", "stride_oh", "stride_lse_h", "stride_bt_b"):
         sig[name] = "i32"
