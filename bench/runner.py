@@ -342,8 +342,6 @@ def _run_provider(op, mod, shape, label, p, inputs, expected, device, warmup_ms,
                 med, p20, p80 = time_fn(fn, device, warmup_ms, rep_ms, False)
     except prov.Unsupported as exc:
         return _row(op, shape, label, p, "n/a", str(exc))
-    except NotImplementedError as exc:
-        return _row(op, shape, label, p, "n/a", _short(exc))
     except Exception as exc:
         if "triton" == p.kind and "ASCEND_KERNELS_BACKEND=triton" in str(exc):
             return _row(op, shape, label, p, "n/a", str(exc).split(": ", 1)[-1][:200])
@@ -642,11 +640,7 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
     for op in ops or list(suite["ops"]):
         if op not in suite["ops"]:
             continue
-        try:
-            spec = dispatch.get_spec(op)
-        except ValueError:
-            rows.append({"op": op, "key": "*", "note": prov.op_ready(op) or "not registered"})
-            continue
+        spec = dispatch.get_spec(op)
         if spec.make_problem is None:
             rows.append({"op": op, "key": "*", "note": "the op has no make_problem"})
             continue
