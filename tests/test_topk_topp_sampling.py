@@ -74,6 +74,7 @@ def test_pool_and_general_paths_agree(kw):
     t2, p2 = _launch(logits, GENERAL_CFG, seeds=seeds, return_probs=True, **kw)
     assert torch.equal(t1, t2)
     torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(p2.double(), _ref_probs(logits, **kw), atol=2e-6, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name,kw", [
