@@ -180,7 +180,8 @@ def test_generator_draws_reproducible_seeds():
     assert torch.equal(a, b)
 
 
-def test_bad_parameters_name_the_argument():
+def test_bad_parameters_name_the_argument(monkeypatch):
+    monkeypatch.setenv("ASCEND_KERNELS_CHECK_BOUNDS", "1")  # tensor values: checked with a sync
     x = torch.randn(2, 10)
     cases = [
         (dict(top_p=0.0), ValueError, "top_p"), (dict(top_p=1.5), ValueError, "top_p"),
@@ -203,6 +204,23 @@ def test_bad_parameters_name_the_argument():
         OP(torch.randn(10))
     with pytest.raises(TypeError, match="logits"):
         OP(torch.randn(2, 10).double())
+
+
+def test_unchecked_bad_tensor_values_turn_the_filter_off():
+    """Without ASCEND_KERNELS_CHECK_BOUNDS no sync checks tensor values: a bad per-row value
+    means 'off' for that row (never a NaN, never an id outside the vocabulary)."""
+    torch.manual_seed(4)
+    logits = torch.randn(4, 30) * 2
+    seeds = _seeds(4)
+    bad = dict(top_k=torch.tensor([-3, 4, 4, 4]), top_p=torch.tensor([0.9, 0.0, float("nan"), 0.9]),
+               temperature=torch.tensor([1.0, 1.0, 1.0, -2.0]))
+    off = dict(top_k=torch.tensor([0, 4, 4, 4]), top_p=torch.tensor([0.9, 1.0, 1.0, 0.9]),
+               temperature=torch.tensor([1.0, 1.0, 1.0, 1.0]))
+    tok, probs = OP(logits, seeds=seeds, return_probs=True, **bad)
+    want_tok, want = OP(logits, seeds=seeds, return_probs=True, **off)
+    assert torch.equal(tok, want_tok) and torch.equal(probs, want)
+    torch.testing.assert_close(probs.double(), _ref_probs(logits, **off), atol=2e-6, rtol=1e-5)
+    torch.testing.assert_close(_ref_probs(logits, **bad), _ref_probs(logits, **off))
 
 
 def test_explain():

@@ -65,6 +65,14 @@ def _sanitize_key(x):
     return x, tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
+@triton.jit
+def _temperature(t):
+    """(greedy, 1 / temperature) of a row: 0 is greedy; a negative or NaN temperature (a bad
+    per-row tensor value, unchecked on the hot path) counts as 1.0."""
+    t = tl.where(t >= 0.0, t, 1.0)
+    return (t == 0.0).to(tl.int32), 1.0 / tl.where(t == 0.0, 1.0, t)
+
+
 # The helpers below repeat the load + sanitise lines instead of calling _sanitize_key in their
 # loops: every call of a jit helper costs milliseconds in the Triton interpreter (CPU CI).
 
@@ -499,7 +507,7 @@ def group_max_kernel(
                 t = tl.load(temp_ptr + row).to(tl.float32)
             else:
                 t = temp_val
-            inv_t = 1.0 / tl.where(t == 0.0, 1.0, t)
+            _, inv_t = _temperature(t)
             gm_safe = tl.where(gm > float("-inf"), gm, 0.0)
             gsum = tl.sum(tl.exp((x - gm_safe[:, None]) * inv_t), axis=1)
             tl.store(gsum_ptr + out, gsum, mask=g < num_groups)
@@ -555,10 +563,9 @@ def sampling_kernel(
         else:
             t = temp_val
         seed = tl.load(seeds_ptr + row)
-        greedy = (t == 0.0).to(tl.int32)
-        inv_t = 1.0 / tl.where(t == 0.0, 1.0, t)
+        greedy, inv_t = _temperature(t)
         k_on = (k > 0) & (k < vocab)
-        p_on = p < 1.0
+        p_on = (p > 0.0) & (p < 1.0)  # outside (0, 1] or NaN: off
         done = tl.zeros([], dtype=tl.int32)
         token = tl.zeros([], dtype=tl.int32)
         m = tl.full([], float("-inf"), dtype=tl.float32)

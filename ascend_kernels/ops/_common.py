@@ -1,11 +1,18 @@
 """Argument checks and small helpers shared by the ops (no kernels, no dispatch)."""
 from __future__ import annotations
 
+import os
 from typing import Iterable, Optional, Sequence
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+# Checks of tensor *values* need a host sync, so they run only when asked for (never in graphs).
+CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
+
+
+def check_bounds_enabled() -> bool:
+    return os.environ.get(CHECK_BOUNDS_ENV) == "1"
 
 
 def next_pow2(n: int) -> int:

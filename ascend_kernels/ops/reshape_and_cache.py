@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 from typing import Optional, Union
 
 import torch
@@ -10,10 +9,10 @@ import torch
 from ..kernels import reshape_and_cache as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import reshape_and_cache as ref
-from ._common import FLOAT_DTYPES, check_dim, check_same_device, check_tensor, next_pow2, opaque_op
+from ._common import (FLOAT_DTYPES, check_bounds_enabled, check_dim, check_same_device, check_tensor,
+                      next_pow2, opaque_op)
 
 OP = "reshape_and_cache"
-CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 CACHE_DTYPES = FLOAT_DTYPES + (torch.int8,) + FP8_DTYPES
 QUANT_OF = {torch.int8: kern.QUANT_INT8, torch.float8_e4m3fn: kern.QUANT_FP8,
@@ -235,7 +234,7 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
                   ASCEND_KERNELS_CHECK_BOUNDS=1 the latter raises, at the cost of a sync).
     """
     p = _validate(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale)
-    if os.environ.get(CHECK_BOUNDS_ENV) == "1":
+    if check_bounds_enabled():
         _check_bounds(p)
     _reshape_and_cache_op(p.key, p.value, p.key_cache, p.value_cache, p.slot_mapping,
                           p.k_scale, p.v_scale)

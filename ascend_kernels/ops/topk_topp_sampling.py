@@ -10,7 +10,7 @@ import torch
 from ..kernels import topk_topp_sampling as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import topk_topp_sampling as ref
-from ._common import FLOAT_DTYPES, check_tensor, next_pow2, opaque_op
+from ._common import FLOAT_DTYPES, check_bounds_enabled, check_tensor, next_pow2, opaque_op
 
 OP = "topk_topp_sampling"
 NC = 16      # candidate keys per search round (17-ary search)
@@ -53,10 +53,6 @@ class Problem:
         return self.top_p is not None or self.top_p_val < 1.0
 
 
-def _capturing(dev: torch.device) -> bool:
-    return dev.type == "cuda" and torch.cuda.is_current_stream_capturing()
-
-
 def _param(name, value, batch, dev, dtypes, kind):
     """(tensor or None, scalar) for one per-row parameter; bad values raise naming it."""
     if value is None:
@@ -82,7 +78,7 @@ def _param(name, value, batch, dev, dtypes, kind):
 
 
 def _check_values(k_t, p_t, t_t) -> None:
-    """Value checks of tensor parameters: one host sync (skipped during graph capture)."""
+    """ASCEND_KERNELS_CHECK_BOUNDS=1: range checks of tensor parameters (one host sync)."""
     flags = []
     if k_t is not None:
         flags.append((k_t < 0).any())
@@ -129,7 +125,7 @@ def _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
         raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
     if not isinstance(return_probs, bool):
         raise TypeError(f"return_probs must be a bool, got {type(return_probs).__name__}")
-    if not _capturing(dev):
+    if check_bounds_enabled():
         _check_values(k_t, p_t, t_t)
     if p_t is not None and p_t.dtype != torch.float32:
         p_t = p_t.float()
@@ -302,7 +298,9 @@ def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, 
     NaN logits count as -inf (never drawn); +inf counts as the largest finite float32 (the +inf
     tokens share the mass equally). A row whose logits are all -inf/NaN returns token 0 and zero
     probabilities; greedy picks the first index of the maximum. Ids are always in [0, vocab).
-    Tensor parameters are range-checked with one host sync, skipped during CUDA graph capture.
+    Scalar parameters are range-checked here; the values of tensor parameters only with
+    ASCEND_KERNELS_CHECK_BOUNDS=1 (a host sync). Unchecked, a row's out-of-range value turns
+    that filter off: top_k < 0, top_p outside (0, 1] or NaN, temperature < 0 or NaN (= 1.0).
     The threshold is found without sorting: see kernels/topk_topp_sampling.py.
     """
     p = _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
@@ -370,6 +368,6 @@ SPEC = dispatch.register(dispatch.OpSpec(
     name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
     default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
     kernels=(kern.sampling_kernel, kern.group_max_kernel, kern._pool_row, kern._general_row,
-             kern._select_row, kern._select, kern._pool_above, kern._draw, kern._search, kern._mass_ge,
+             kern._select_row, kern._select, kern._pool_above, kern._temperature, kern._draw, kern._search, kern._mass_ge,
              kern._sanitize_key),
     ascend_cases=ascend_cases, make_problem=_make_problem))

@@ -74,6 +74,7 @@ def filtered(logits, top_k=None, top_p=None, temperature=None):
     k = _rows(top_k, batch, torch.int64, 0)
     p = _rows(top_p, batch, torch.float32, 1.0).double()
     t = _rows(temperature, batch, torch.float32, 1.0)
+    t = torch.where(t >= 0, t, torch.ones_like(t))  # negative / NaN: 1.0, as the kernel
     greedy = t == 0
     inv_t = 1.0 / torch.where(greedy, torch.ones_like(t), t)  # float32, as the kernel
     m = x.max(dim=1).values
@@ -88,7 +89,7 @@ def filtered(logits, top_k=None, top_p=None, temperature=None):
     keep = torch.where(k_on[:, None], x >= kth, torch.ones_like(x, dtype=torch.bool))
     wk = torch.where(keep, w, torch.zeros_like(w))
     zk = wk.sum(dim=1)
-    p_on = p < 1.0
+    p_on = (p > 0.0) & (p < 1.0)  # outside (0, 1] or NaN: off, as the kernel
     ws = wk.gather(1, order)
     excl = torch.cumsum(ws, dim=1) - ws
     neg = (-s).contiguous()  # ascending; the first position of each value's tie group
