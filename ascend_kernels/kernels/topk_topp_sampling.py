@@ -55,14 +55,35 @@ BIG_INDEX = tl.constexpr(2147483647)
 
 
 @triton.jit
+def _key_of(x):
+    """The monotone int32 key of a float32: its bits, the low 31 flipped for negative floats
+    (-0.0 as +0.0), so keys order like the values."""
+    bits = tl.where(x == 0.0, 0.0, x).to(tl.int32, bitcast=True)
+    return tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+
+
+@triton.jit
+def _value_of(key):
+    """The float32 whose _key_of is `key` (int32)."""
+    return tl.where(key < 0, key ^ 0x7FFFFFFF, key).to(tl.float32, bitcast=True)
+
+
+@triton.jit
 def _sanitize_key(x):
     """float32 -> (sanitised value, monotone int32 key): NaN as -inf, +inf as FLT_MAX,
-    -0.0 as +0.0; key = the bits, low 31 bits flipped for negative floats."""
+    -0.0 as +0.0."""
     x = tl.where(x != x, float("-inf"), x)
     x = tl.minimum(x, FLT_MAX)
     x = tl.where(x == 0.0, 0.0, x)
-    bits = x.to(tl.int32, bitcast=True)
-    return x, tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+    return x, _key_of(x)
+
+
+@triton.jit
+def _row_param(ptr, row, value, FROM_TENSOR: tl.constexpr):
+    """A row's parameter: ptr[row] when it came as a [batch] tensor, else the scalar value."""
+    if FROM_TENSOR:
+        value = tl.load(ptr + row)
+    return value
 
 
 @triton.jit
@@ -72,9 +93,6 @@ def _temperature(t):
     t = tl.where(t >= 0.0, t, 1.0)
     return (t == 0.0).to(tl.int32), 1.0 / tl.where(t == 0.0, 1.0, t)
 
-
-# The helpers below repeat the load + sanitise lines instead of calling _sanitize_key in their
-# loops: every call of a jit helper costs milliseconds in the Triton interpreter (CPU CI).
 
 @triton.jit
 def _search(row_ptr, n, lo, hi, target_cnt, target_mass, m, inv_t, WITH_MASS: tl.constexpr,
@@ -96,12 +114,8 @@ def _search(row_ptr, n, lo, hi, target_cnt, target_mass, m, inv_t, WITH_MASS: tl
             mass = tl.zeros([NC], dtype=tl.float32)
             for start in range(0, n, CHUNK):
                 offs = start + tl.arange(0, CHUNK)
-                x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-                x = tl.where(x != x, float("-inf"), x)
-                x = tl.minimum(x, FLT_MAX)
-                x = tl.where(x == 0.0, 0.0, x)
-                bits = x.to(tl.int32, bitcast=True)
-                key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+                x, key = _sanitize_key(
+                    tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
                 ge = (key[None, :] >= cand[:, None]) & (offs < n)[None, :]
                 if WITH_MASS:
                     w = tl.exp((x - m) * inv_t)
@@ -125,12 +139,7 @@ def _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK: tl.constexpr):
     acc = tl.zeros([CHUNK], dtype=tl.float32)
     for start in range(0, n, CHUNK):
         offs = start + tl.arange(0, CHUNK)
-        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-        x = tl.where(x != x, float("-inf"), x)
-        x = tl.minimum(x, FLT_MAX)
-        x = tl.where(x == 0.0, 0.0, x)
-        bits = x.to(tl.int32, bitcast=True)
-        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        x, key = _sanitize_key(tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
         acc += tl.where((key >= t_key) & (offs < n), tl.exp((x - m) * inv_t), 0.0)
     return tl.sum(acc, axis=0)
 
@@ -143,12 +152,7 @@ def _draw(row_ptr, n, t_key, m, inv_t, seed, CHUNK: tl.constexpr):
     s_idx = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
     for start in range(0, n, CHUNK):
         offs = start + tl.arange(0, CHUNK)
-        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-        x = tl.where(x != x, float("-inf"), x)
-        x = tl.minimum(x, FLT_MAX)
-        x = tl.where(x == 0.0, 0.0, x)
-        bits = x.to(tl.int32, bitcast=True)
-        key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+        x, key = _sanitize_key(tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
         w = tl.exp((x - m) * inv_t)
         u = tl.maximum(tl.rand(seed, offs), 4.656612873077393e-10)
         s = tl.where((key >= t_key) & (offs < n) & (w > 0.0), w / -tl.log(u), -1.0)
@@ -169,9 +173,7 @@ def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
     best_i = tl.full([CHUNK], BIG_INDEX, dtype=tl.int32)
     for start in range(0, n, CHUNK):
         offs = start + tl.arange(0, CHUNK)
-        x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-        x = tl.where(x != x, float("-inf"), x)
-        x = tl.minimum(x, FLT_MAX)
+        x, _ = _sanitize_key(tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
         better = x > best  # strict: earlier chunks win ties per lane
         best_i = tl.where(better, offs, best_i)
         best = tl.where(better, x, best)
@@ -180,8 +182,7 @@ def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
     arg = tl.where(arg == BIG_INDEX, 0, arg)
     token = arg
     m = tl.where(m == 0.0, 0.0, m)
-    m_bits = m.to(tl.int32, bitcast=True)
-    t_key = tl.where(m_bits < 0, m_bits ^ 0x7FFFFFFF, m_bits)
+    t_key = _key_of(m)
     z = tl.full([], 1.0, dtype=tl.float32)
     if (m > float("-inf")) & (greedy == 0):
         hi = t_key.to(tl.int64) + 1
@@ -232,8 +233,7 @@ def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row
     for start in range(0, num_groups, CHUNK):
         offs = start + tl.arange(0, CHUNK)
         g = tl.load(gmax_row + offs, mask=offs < num_groups, other=float("-inf"))
-        g_bits = g.to(tl.int32, bitcast=True)  # group maxima are sanitised already
-        sel = (tl.where(g_bits < 0, g_bits ^ 0x7FFFFFFF, g_bits) >= c) & (offs < num_groups)
+        sel = (_key_of(g) >= c) & (offs < num_groups)  # group maxima are sanitised already
         sel_i = sel.to(tl.int32)
         pos = n_sel + tl.cumsum(sel_i, axis=0) - 1
         tl.store(list_row + pos, offs, mask=sel & (pos < P_MAX))
@@ -314,10 +314,7 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
         if (c_lo - c_hi > P_MAX) & (hi - lo > 1):
             if (value0 != 0) & (r == 0):
                 f = jj.to(tl.float32) / SNC
-                v = lo_v * (1.0 - f) + hi_v * f
-                v = tl.where(v == 0.0, 0.0, v)
-                vb = v.to(tl.int32, bitcast=True)
-                cand = tl.where(vb < 0, vb ^ 0x7FFFFFFF, vb)
+                cand = _key_of(lo_v * (1.0 - f) + hi_v * f)
                 cand64 = cand.to(tl.int64)
             else:
                 cand64 = lo + ((hi - lo) * (jj + 1).to(tl.int64)) // (SNC + 1)
@@ -326,12 +323,8 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
             acc_m = tl.zeros([SNC, SC], dtype=tl.float32)
             for start in range(0, n, SC):
                 offs = start + tl.arange(0, SC)
-                x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-                x = tl.where(x != x, float("-inf"), x)
-                x = tl.minimum(x, FLT_MAX)
-                x = tl.where(x == 0.0, 0.0, x)
-                bits = x.to(tl.int32, bitcast=True)
-                key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+                x, key = _sanitize_key(
+                    tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
                 w = tl.exp((x - m) * inv_t)
                 ge = (key[None, :] >= cand[:, None]) & (offs < n)[None, :]
                 acc_c += ge.to(tl.int32)
@@ -363,12 +356,7 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
         n_pool = tl.zeros([], dtype=tl.int32)
         for start in range(0, n, CHUNK):
             offs = start + tl.arange(0, CHUNK)
-            x = tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32)
-            x = tl.where(x != x, float("-inf"), x)
-            x = tl.minimum(x, FLT_MAX)
-            x = tl.where(x == 0.0, 0.0, x)
-            bits = x.to(tl.int32, bitcast=True)
-            key = tl.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
+            x, key = _sanitize_key(tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
             sel = (key >= lo32) & (key <= hi32) & (offs < n)
             sel_i = sel.to(tl.int32)
             pos = n_pool + tl.cumsum(sel_i, axis=0) - 1
@@ -425,8 +413,7 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
             s = tl.load(gsum_row + offs, mask=offs < num_groups, other=0.0)
             zv += tl.where(g > float("-inf"), s * tl.exp((g - m) * inv_t), 0.0)
         zk = tl.sum(zv, axis=0)
-        m_bits = m.to(tl.int32, bitcast=True)
-        hi = tl.where(m_bits < 0, m_bits ^ 0x7FFFFFFF, m_bits).to(tl.int64) + 1
+        hi = _key_of(m).to(tl.int64) + 1
         lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
         c_lo = n
         zero_i = tl.zeros([], dtype=tl.int32)
@@ -436,8 +423,7 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
             if k <= num_groups:
                 lo = _search(gmax_row, num_groups, lo, tl.full([], KEY_LIMIT, dtype=tl.int64),
                              k, 0.0, 0.0, 1.0, False, CHUNK, NC, ROUNDS)
-                lb = lo.to(tl.int32)
-                lo_v = tl.where(lb < 0, lb ^ 0x7FFFFFFF, lb).to(tl.float32, bitcast=True)
+                lo_v = _value_of(lo.to(tl.int32))
             ok, tk, c_lo, mk = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
                                        (lo_v > float("-inf")).to(tl.int32), 1, k, 0.0, m, inv_t,
                                        pk_row, px_row, pi_row, CHUNK, SC, SNC, SROUNDS, P_MAX, PB)
@@ -452,14 +438,11 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
         z = zk
         if (ok != 0) & p_on:
             target = p * zk
-            lb = lo.to(tl.int32)
-            lo_v = tl.where(lb < 0, lb ^ 0x7FFFFFFF, lb).to(tl.float32, bitcast=True)
+            lo_v = _value_of(lo.to(tl.int32))
             if p < 0.999:
                 v0 = m + tl.log(0.25 * (1.0 - p) * zk / c_lo.to(tl.float32)) / inv_t
                 if (v0 > lo_v) & (v0 < m):
-                    v0 = tl.where(v0 == 0.0, 0.0, v0)
-                    vb = v0.to(tl.int32, bitcast=True)
-                    lo = tl.where(vb < 0, vb ^ 0x7FFFFFFF, vb).to(tl.int64)
+                    lo = _key_of(v0).to(tl.int64)
                     lo_v = v0
             ok, t_key, _, mt = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
                                        (lo_v > float("-inf")).to(tl.int32), 0, 0, target, m,
@@ -503,11 +486,7 @@ def group_max_kernel(
         out = tl.cast(row, tl.int64) * gmax_stride + g
         tl.store(gmax_ptr + out, gm, mask=g < num_groups)
         if WITH_SUM:
-            if T_TENSOR:
-                t = tl.load(temp_ptr + row).to(tl.float32)
-            else:
-                t = temp_val
-            _, inv_t = _temperature(t)
+            _, inv_t = _temperature(tl.cast(_row_param(temp_ptr, row, temp_val, T_TENSOR), tl.float32))
             gm_safe = tl.where(gm > float("-inf"), gm, 0.0)
             gsum = tl.sum(tl.exp((x - gm_safe[:, None]) * inv_t), axis=1)
             tl.store(gsum_ptr + out, gsum, mask=g < num_groups)
@@ -548,20 +527,11 @@ def sampling_kernel(
         row_ptr = logits_ptr + row64 * stride_row
         k = 0
         if HAS_K:
-            if K_TENSOR:
-                k = tl.load(top_k_ptr + row).to(tl.int32)
-            else:
-                k = top_k_val
+            k = tl.cast(_row_param(top_k_ptr, row, top_k_val, K_TENSOR), tl.int32)
         p = 1.0
         if HAS_P:
-            if P_TENSOR:
-                p = tl.load(top_p_ptr + row).to(tl.float32)
-            else:
-                p = top_p_val
-        if T_TENSOR:
-            t = tl.load(temp_ptr + row).to(tl.float32)
-        else:
-            t = temp_val
+            p = tl.cast(_row_param(top_p_ptr, row, top_p_val, P_TENSOR), tl.float32)
+        t = tl.cast(_row_param(temp_ptr, row, temp_val, T_TENSOR), tl.float32)
         seed = tl.load(seeds_ptr + row)
         greedy, inv_t = _temperature(t)
         k_on = (k > 0) & (k < vocab)

@@ -368,6 +368,7 @@ SPEC = dispatch.register(dispatch.OpSpec(
     name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
     default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
     kernels=(kern.sampling_kernel, kern.group_max_kernel, kern._pool_row, kern._general_row,
-             kern._select_row, kern._select, kern._pool_above, kern._temperature, kern._draw, kern._search, kern._mass_ge,
-             kern._sanitize_key),
+             kern._select_row, kern._select, kern._pool_above, kern._temperature, kern._row_param,
+             kern._draw, kern._search, kern._mass_ge,
+             kern._sanitize_key, kern._key_of, kern._value_of),
     ascend_cases=ascend_cases, make_problem=_make_problem))
