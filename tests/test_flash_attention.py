@@ -255,6 +255,15 @@ def test_bad_tensors_name_the_argument():
                                        max_seqlen_q=8, block_table=paged["block_table"])
 
 
+@pytest.mark.parametrize("name", ["q", "k", "v", "cu_seqlens_q", "block_table"])
+def test_a_non_tensor_is_named(name):
+    q, k, v, kw = _args()
+    args = dict(q=q, k=k, v=v, **kw)
+    args[name] = [0, 1]
+    with pytest.raises(TypeError, match=f"{name} must be a torch.Tensor"):
+        ascend_kernels.flash_attention(args.pop("q"), args.pop("k"), args.pop("v"), **args)
+
+
 def test_resolve_window():
     assert fa.resolve_window(True, -1, -1, None) == (-1, 0)
     assert fa.resolve_window(False, -1, -1, None) == (-1, -1)

@@ -35,10 +35,11 @@ def check_tensor(name: str, t, *, ndim: Optional[int] = None,
 
 
 def check_same_device(named: Iterable[tuple[str, Optional[torch.Tensor]]]) -> torch.device:
-    """The common device of the given tensors (None entries are skipped). Check types first."""
+    """The common device of the given tensors; entries that are not tensors (None, or a wrong
+    type, which the caller's check_tensor names) are skipped."""
     first_name, dev = None, None
     for name, t in named:
-        if t is None:
+        if not isinstance(t, torch.Tensor):
             continue
         if dev is None:
             first_name, dev = name, t.device

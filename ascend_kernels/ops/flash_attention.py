@@ -106,6 +106,8 @@ def _validate(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k, max_seqlen_k, s
                              ("block_table", block_table), ("out", out)])
     check_tensor("q", q, ndim=3, dtypes=ATTN_DTYPES)
     paged = block_table is not None
+    if paged:  # before k/v: it decides their expected layout
+        check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
     kv_ndim = 4 if paged else 3
     layout = ("[num_blocks, block_size, num_kv_heads, head_size] (paged: block_table given)"
               if paged else "[total_k, num_kv_heads, head_size] (varlen: no block_table)")
@@ -133,7 +135,6 @@ def _validate(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k, max_seqlen_k, s
     if max_seqlen_k is not None and (not isinstance(max_seqlen_k, int) or max_seqlen_k < 0):
         raise ValueError(f"max_seqlen_k must be a non-negative int or None, got {max_seqlen_k!r}")
     if paged:
-        check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
         if block_table.shape[0] != batch:
             raise ValueError(f"block_table must be [batch={batch}, max_blocks], got shape "
                              f"{tuple(block_table.shape)}")

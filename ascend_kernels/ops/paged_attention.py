@@ -68,14 +68,17 @@ def _split_size_of(split_size) -> int:
 def _validate(query, key_cache, value_cache, block_table, seq_lens, *, scale=None, sliding_window=None,
               softcap=0.0, alibi_slopes=None, out=None, seq_lens_host=None, block_table_host=None,
               split_size=None) -> Problem:
-    check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
-                             ("block_table", block_table), ("seq_lens", seq_lens),
-                             ("alibi_slopes", alibi_slopes), ("out", out)])
     check_tensor("query", query, ndim=3, dtypes=FLOAT_DTYPES)
     check_tensor("key_cache", key_cache, ndim=4, dtypes=FLOAT_DTYPES)
     check_tensor("value_cache", value_cache, ndim=4, dtypes=FLOAT_DTYPES)
     check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
     check_tensor("seq_lens", seq_lens, ndim=1, dtypes=(torch.int32,))
+    for name, t in (("alibi_slopes", alibi_slopes), ("out", out)):
+        if t is not None:
+            check_tensor(name, t)
+    check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
+                       ("block_table", block_table), ("seq_lens", seq_lens),
+                       ("alibi_slopes", alibi_slopes), ("out", out)])
     num_seqs, num_heads, head_size = query.shape
     if key_cache.shape != value_cache.shape:
         raise ValueError(f"key_cache and value_cache must have the same shape, got "
