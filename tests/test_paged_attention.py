@@ -147,6 +147,15 @@ def test_bad_lengths_and_page_ids_read_nothing_outside(device, pages_per_step):
     _close(out[good], want[good], torch.float16)
 
 
+@pytest.mark.parametrize("device", devices())
+def test_block_size_not_a_power_of_two(device):
+    """block_size 24 with multi-page steps: pages per step round down to a power of two."""
+    q, kc, vc, bt, lens = _inputs(3, 2, 2, 64, 24, [50, 24, 7], torch.float16, device)
+    for step_tokens in (24, 72, 96):
+        config = dict(pa_op.CONFIGS[device][0], grid_step_tokens=step_tokens)
+        _close(_run(q, kc, vc, bt, lens, config=config), _expect(q, kc, vc, bt, lens), torch.float16)
+
+
 def test_split_choice_depends_on_shapes_only():
     dims = dict(num_seqs=1, num_heads=32, num_kv_heads=8, head_size=128, block_size=16, max_blocks=2048)
     cfg = pa_op._default_config("cuda")
@@ -312,6 +321,10 @@ def test_fallback_atb_unsupported_options_use_reference(monkeypatch):
         out = poison_like(q)
         atb.paged_attention(q, kc, vc, bt, lens, out, scale=0.2, **opts)
         _close(out, _expect(q, kc, vc, bt, lens, scale=0.2, **opts), torch.float16)
+    q, kc, vc, bt, lens = _inputs(2, 1, 2, 32, 16, [30, 7], torch.float32, "cpu")  # ATB: fp16/bf16 only
+    out = poison_like(q)
+    atb.paged_attention(q, kc, vc, bt, lens, out, scale=0.2)
+    _close(out, _expect(q, kc, vc, bt, lens, scale=0.2), torch.float32)
     assert calls == []
 
 

@@ -30,7 +30,9 @@ def uses_atb_paged_attention(block_size: int, head_size: int, dtype: torch.dtype
 def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *, scale,
                     sliding_window=0, softcap=0.0, alibi_slopes=None, seq_lens_host=None,
                     block_table_host=None) -> None:
-    if (softcap and softcap > 0) or alibi_slopes is not None or (sliding_window and sliding_window > 0):
+    # both ATB paths take fp16/bf16 only
+    if ((softcap and softcap > 0) or alibi_slopes is not None or (sliding_window and sliding_window > 0)
+            or query.dtype not in (torch.float16, torch.bfloat16)):
         out.copy_(_reference(query, key_cache, value_cache, block_table, seq_lens, scale,
                              sliding_window, softcap, alibi_slopes))
         return

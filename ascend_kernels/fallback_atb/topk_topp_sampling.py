@@ -49,6 +49,7 @@ def topk_topp_sampling(logits, top_k=None, top_p=None, temperature=None, seeds=N
         seeds = ref.draw_seeds(batch, dev, generator)
     x = ref.sanitize(logits)                                   # float32, NaN -> -inf, +inf -> max
     t = _rows(temperature, batch, torch.float32, dev, 1.0)
+    t = torch.where(t >= 0, t, torch.ones_like(t))  # negative / NaN: 1.0, as the kernel
     greedy = t == 0
     inv_t = 1.0 / torch.where(greedy, torch.ones_like(t), t)
     argmax = x.argmax(dim=1)

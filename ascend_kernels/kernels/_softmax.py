@@ -49,7 +49,7 @@ def finish_softmax(acc, m_i, l_i):
     """(acc / l, lse in natural log) with fully masked rows giving 0 and -inf."""
     empty = l_i == 0.0
     out = acc / tl.where(empty, 1.0, l_i)[:, None]
-    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / 1.4426950408889634)
+    lse = tl.where(empty, float("-inf"), (m_i + tl.log2(tl.where(empty, 1.0, l_i))) / LOG2E)
     return out, lse
 
 

@@ -19,7 +19,7 @@ one step ahead.
 import triton
 import triton.language as tl
 
-from ._softmax import (apply_softcap, band_mask, finish_softmax, online_softmax_step,
+from ._softmax import (LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step,
                        online_softmax_step_full)
 
 
@@ -66,7 +66,7 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_s
         s = tl.dot(q, tl.trans(k))
     if MASKED:
         if SOFTCAP > 0:
-            s = apply_softcap(s * sm_scale, SOFTCAP) * 1.4426950408889634
+            s = apply_softcap(s * sm_scale, SOFTCAP) * LOG2E
         else:
             s = s * qk_scale
         visible = band_mask(q_pos[:, None], k_pos[None, :], window_left, window_right)
@@ -76,7 +76,7 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_s
     else:
         if SOFTCAP > 0:
             s = apply_softcap(s * sm_scale, SOFTCAP)
-            m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, 1.4426950408889634)
+            m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, LOG2E)
         else:
             m_new, l_new, p, alpha = online_softmax_step_full(m_i, l_i, s, qk_scale)
     acc = acc * alpha[:, None]
@@ -153,7 +153,7 @@ def flash_attention_kernel(
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_SIZE
-    qk_scale = sm_scale * 1.4426950408889634
+    qk_scale = sm_scale * LOG2E
     # K/V tile element offsets from a tile's base (int32: one tile is small)
     k_offs = offs_n[:, None] * stride_kt + offs_d[None, :]
     v_offs = offs_n[:, None] * stride_vt + offs_d[None, :]

@@ -18,9 +18,7 @@ pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch
 import triton
 import triton.language as tl
 
-from ._softmax import apply_softcap, band_mask, finish_softmax, online_softmax_step
-
-LOG2E = tl.constexpr(1.4426950408889634)
+from ._softmax import LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step
 
 
 @triton.jit

@@ -132,7 +132,8 @@ def _validate(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k, max_seqlen_k, s
     if not isinstance(max_seqlen_q, int) or isinstance(max_seqlen_q, bool) or max_seqlen_q < 0:
         raise ValueError(f"max_seqlen_q must be a non-negative int (the longest query length, a "
                          f"host value), got {max_seqlen_q!r}")
-    if max_seqlen_k is not None and (not isinstance(max_seqlen_k, int) or max_seqlen_k < 0):
+    if max_seqlen_k is not None and (not isinstance(max_seqlen_k, int) or isinstance(max_seqlen_k, bool)
+                                     or max_seqlen_k < 0):
         raise ValueError(f"max_seqlen_k must be a non-negative int or None, got {max_seqlen_k!r}")
     if paged:
         if block_table.shape[0] != batch:

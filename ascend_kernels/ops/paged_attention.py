@@ -73,9 +73,6 @@ def _validate(query, key_cache, value_cache, block_table, seq_lens, *, scale=Non
     check_tensor("value_cache", value_cache, ndim=4, dtypes=FLOAT_DTYPES)
     check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
     check_tensor("seq_lens", seq_lens, ndim=1, dtypes=(torch.int32,))
-    for name, t in (("alibi_slopes", alibi_slopes), ("out", out)):
-        if t is not None:
-            check_tensor(name, t)
     check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
                        ("block_table", block_table), ("seq_lens", seq_lens),
                        ("alibi_slopes", alibi_slopes), ("out", out)])
@@ -97,8 +94,10 @@ def _validate(query, key_cache, value_cache, block_table, seq_lens, *, scale=Non
     check_dim("seq_lens", seq_lens, 0, num_seqs, "num_seqs of query")
     if scale is None:
         scale = 1.0 / math.sqrt(head_size)
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not math.isfinite(scale):
-        raise TypeError(f"scale must be a finite float, got {scale!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)):
+        raise TypeError(f"scale must be a float, got {type(scale).__name__}")
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite float > 0, got {scale!r}")
     if sliding_window is None:
         sliding_window = 0
     elif isinstance(sliding_window, bool) or not isinstance(sliding_window, int) or sliding_window <= 0:
@@ -223,7 +222,8 @@ def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0
     pages_per_step = 1
     if backend != "npu":
         pages_per_step = max(1, config.get("grid_step_tokens", bs) // bs)
-        pages_per_step = min(pages_per_step, next_pow2(max(1, max_blocks)))
+        # a power of two (the kernel's tile is an arange of PAGES_PER_STEP * BLOCK_N rows)
+        pages_per_step = min(1 << (pages_per_step.bit_length() - 1), next_pow2(max(1, max_blocks)))
     tasks = s * kvh
     pages_per_split = 0
     if split_size:

@@ -322,7 +322,6 @@ def _make_problem(shape: dict, device: torch.device, dtype: torch.dtype = torch.
                    bool(shape.get("return_probs", False)))
 
 
-_TYPE = {torch.float32: "fp32", torch.float16: "fp16", torch.bfloat16: "bf16"}
 
 
 def ascend_cases(shape: dict, config: dict) -> list:
