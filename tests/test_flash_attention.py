@@ -290,7 +290,11 @@ def test_explain_and_fallback_reasons():
 def test_fallback_path_runs_reference():
     """fp32 is not the kernel's: the call goes to the reference and is still right."""
     case = make_case([20, 9], [30, 9], 2, 1, 64, dtype=torch.float32)
-    run_and_check(case)
+    d = ascend_kernels.explain("flash_attention", case["q"], case["k"], case["v"],
+                               cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=case["max_seqlen_q"],
+                               cu_seqlens_k=case["cu_seqlens_k"])
+    assert d.path == "fallback" and "fp16/bf16" in d.reason
+    run_and_check(case)  # against the float64 reference
 
 
 def test_custom_op_fake_and_schema():

@@ -143,8 +143,11 @@ def test_bad_lengths_and_page_ids_read_nothing_outside(device, pages_per_step):
     bt[3, 0] = 10 ** 6                   # inside the length: out of range
     bt[3, 1] = -2
     config = dict(pa_op.CONFIGS[device][0], grid_step_tokens=pages_per_step * bs)
-    out = _run(q, kc, vc, bt, lens, config=config)
-    _close(out[good], want[good], torch.float16)
+    guarded = torch.full((q.shape[0] + 2, *q.shape[1:]), 7.0, dtype=q.dtype, device=device)
+    p = pa_op._validate(q, kc, vc, bt, lens, out=guarded[:q.shape[0]])
+    pa_op._launch(p, config)
+    assert (guarded[q.shape[0]:] == 7.0).all(), "wrote past out"
+    _close(guarded[good], want[good], torch.float16)
 
 
 @pytest.mark.parametrize("device", devices())
@@ -243,6 +246,12 @@ def test_registered_as_custom_op_with_fake():
                                                  torch.tensor([3, 4], dtype=torch.int32), out,
                                                  0.125, 0, 0.0, None, None, None, 0)
         assert out.shape == (2, 4, 32)
+    q, kc = torch.randn(2, 4, 32), torch.randn(3, 16, 2, 32)
+    torch.library.opcheck(torch.ops.ascend_kernels.paged_attention.default,
+                          (q, kc, kc.clone(), torch.tensor([[0, 1], [2, 0]], dtype=torch.int32),
+                           torch.tensor([3, 20], dtype=torch.int32), torch.empty_like(q), 0.125, 0,
+                           0.0, None, None, None, 0),
+                          test_utils=("test_schema", "test_faketensor"))
     schema = str(torch.ops.ascend_kernels.paged_attention.default._schema)
     assert "Tensor(a5!) out" in schema
 

@@ -6,7 +6,17 @@ import torch
 
 import ascend_kernels as ak
 from ascend_kernels.fallback_atb import reshape_and_cache as atb
-from ascend_kernels.reference.reshape_and_cache import reshape_and_cache as ref_reshape_and_cache
+from ascend_kernels.reference.reshape_and_cache import quantize
+
+
+def ref_reshape_and_cache(key, value, key_cache, value_cache, slots, k_scale=None, v_scale=None):
+    """The expected caches, one token at a time (independent of reference/, which is also the
+    op's fallback path): token i goes to slot slots[i] unless it is padding or past the cache."""
+    block_size = key_cache.shape[1]
+    for i, slot in enumerate(slots.tolist()):
+        if 0 <= slot < key_cache.shape[0] * block_size:
+            key_cache[slot // block_size, slot % block_size] = quantize(key[i], k_scale, key_cache.dtype)
+            value_cache[slot // block_size, slot % block_size] = quantize(value[i], v_scale, value_cache.dtype)
 
 from .conftest import devices
 
@@ -78,13 +88,13 @@ def test_int8_cache_with_scales(device):
     ak.reshape_and_cache(key, value, kc, vc, slots, k_scale=k_scale, v_scale=v_scale)
     # x / scale may differ by an ulp between backends; rounding can then move by one step
     assert (kc.int() - ek.int()).abs().max() <= 1 and (vc.int() - ev.int()).abs().max() <= 1
-    assert (kc != ek).float().mean() < 0.01
+    assert (kc != ek).float().mean() < 0.01 and (vc != ev).float().mean() < 0.01
     assert kc.min() == -128 and kc.max() == 127  # saturation exercised (|x|/0.02 >> 127)
 
 
 def test_fp8_cache_on_cpu_falls_back_with_reason():
     key = torch.randn(4, 1, 32)
-    kc = torch.zeros(2, 16, 1, 32, dtype=torch.float8_e4m3fn)
+    kc = torch.randn(2, 16, 1, 32).to(torch.float8_e4m3fn)
     vc = kc.clone()
     slots = torch.tensor([0, 5, -1, 17])
     s = torch.tensor([0.5])
@@ -170,6 +180,9 @@ def test_registered_as_custom_op_with_fake():
                                                    torch.tensor([0, 1, 2, 3]), None, None)
     schema = str(op._schema)
     assert "Tensor(a2!) key_cache" in schema and "Tensor(a3!) value_cache" in schema
+    key, kc = torch.randn(4, 2, 32), torch.randn(3, 16, 2, 32)
+    torch.library.opcheck(op, (key, key.clone(), kc, kc.clone(), torch.tensor([0, 1, -1, 47]), None, None),
+                          test_utils=("test_schema", "test_faketensor"))
 
 
 # --- fallback_atb: argument translation, against a fake torch_npu -----------------------------
