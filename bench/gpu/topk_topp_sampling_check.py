@@ -229,9 +229,10 @@ def timings(quick=False):
         cfg = op._default_config("cuda", probs[0])
         kfull = torch.full((b,), vocab, device=DEV, dtype=torch.int64)
         probs_p = [op._validate(x, None, pp, 1.0, seeds, None, False) for x in bufs]
+        cfg_p = op._default_config("cuda", probs_p[0])  # the config the public op runs for top-p alone
         fns = {
             "top-p only: ours (public op)": lambda: ascend_kernels.topk_topp_sampling(nxt(), top_p=pp, seeds=seeds),
-            "top-p only: ours (launch only)": lambda: op._launch(probs_p[nxt_i()], cfg),
+            "top-p only: ours (launch only)": lambda: op._launch(probs_p[nxt_i()], cfg_p),
             "top-p only: torch sort path": lambda: torch_sort_path(nxt(), kfull, pt, tt),
             "ours (public op)": lambda: ascend_kernels.topk_topp_sampling(nxt(), top_k=k, top_p=pp, seeds=seeds),
             "ours (launch only)": lambda: op._launch(probs[nxt_i()], cfg),
@@ -243,7 +244,7 @@ def timings(quick=False):
             res[name] = bench(fn)
         # CUDA graphs (one input buffer; a graph replays fixed addresses)
         x0 = bufs[0]
-        gfns = {"top-p only: ours (graph)": lambda: op._launch(probs_p[0], cfg),
+        gfns = {"top-p only: ours (graph)": lambda: op._launch(probs_p[0], cfg_p),
                 "top-p only: torch sort path (graph)": lambda: torch_sort_path(x0, kfull, pt, tt),
                 "ours (graph)": lambda: op._launch(probs[0], cfg),
                 "torch sort path (graph)": lambda: torch_sort_path(x0, kt, pt, tt),
@@ -305,9 +306,10 @@ if __name__ == "__main__":
     if "--variants" in sys.argv:
         variants_only()
         print("FAILS:", FAILS or "none")
-        sys.exit(0)
+        sys.exit(1 if FAILS else 0)
     t0 = time.time()
     correctness()
     print(f"  correctness took {time.time() - t0:.0f}s")
     timings(quick="--quick" in sys.argv)
     print("FAILS:", FAILS or "none")
+    sys.exit(1 if FAILS else 0)
