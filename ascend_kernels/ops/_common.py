@@ -54,10 +54,13 @@ def check_dim(name: str, t: torch.Tensor, dim: int, expected: int, what: str) ->
         raise ValueError(f"{name}.shape[{dim}] must be {what} ({expected}), got shape {tuple(t.shape)}")
 
 
-def check_last_dim_contiguous(name: str, t: torch.Tensor) -> None:
-    if t.shape[-1] > 1 and t.stride(-1) != 1:
-        raise ValueError(f"{name} must be contiguous in its last dimension (stride 1), got "
-                         f"strides {t.stride()}")
+def not_contiguous_in_last_dim(tensors: dict, dim_name: str) -> Optional[str]:
+    """Why the kernels cannot take these tensors (None if they can): each one's last dimension
+    must be contiguous, since a row is loaded as one structured block."""
+    for name, t in tensors.items():
+        if t is not None and t.shape[-1] > 1 and t.stride(-1) != 1:
+            return f"{name} is not contiguous in {dim_name} (stride {t.stride(-1)})"
+    return None
 
 
 class OpaqueOp:

@@ -10,7 +10,8 @@ import torch
 from ..kernels import flash_attention as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import flash_attention as ref
-from ._common import check_same_device, check_tensor, next_pow2, opaque_op
+from ._common import (check_same_device, check_tensor, next_pow2, not_contiguous_in_last_dim,
+                      opaque_op)
 
 OP = "flash_attention"
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -177,10 +178,9 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"dtype {p.q.dtype}: the kernel's dots are fp16/bf16"
     if p.head_size > MAX_HEAD_SIZE:
         return False, f"head_size {p.head_size} > {MAX_HEAD_SIZE} (tiles would not fit on chip)"
-    for name in ("q", "k", "v", "out"):
-        t = getattr(p, name)
-        if t.shape[-1] > 1 and t.stride(-1) != 1:
-            return False, f"{name} is not contiguous in head_size (stride {t.stride(-1)})"
+    why = not_contiguous_in_last_dim({"q": p.q, "k": p.k, "v": p.v, "out": p.out}, "head_size")
+    if why:
+        return False, why
     if p.paged:
         bs = p.block_size
         if bs < 16 or bs > 256 or bs & (bs - 1):

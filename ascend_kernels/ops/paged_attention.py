@@ -11,7 +11,8 @@ import torch
 from ..kernels import paged_attention as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import paged_attention as ref
-from ._common import FLOAT_DTYPES, check_dim, check_same_device, check_tensor, next_pow2, opaque_op
+from ._common import (FLOAT_DTYPES, check_dim, check_same_device, check_tensor, next_pow2,
+                      not_contiguous_in_last_dim, opaque_op)
 
 OP = "paged_attention"
 SPLIT_SIZE_ENV = "ASCEND_KERNELS_PA_SPLIT_SIZE"
@@ -137,10 +138,10 @@ def _validate(query, key_cache, value_cache, block_table, seq_lens, *, scale=Non
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
-    for name in ("query", "key_cache", "value_cache", "out"):
-        t = getattr(p, name)
-        if t is not None and t.shape[-1] > 1 and t.stride(-1) != 1:
-            return False, f"{name} is not contiguous in head_size (stride {t.stride(-1)})"
+    why = not_contiguous_in_last_dim({"query": p.query, "key_cache": p.key_cache,
+                                      "value_cache": p.value_cache, "out": p.out}, "head_size")
+    if why:
+        return False, why
     d = p.dims
     if d["block_size"] < 16:
         return False, f"block_size {d['block_size']} < 16: tl.dot needs at least 16 keys per page"

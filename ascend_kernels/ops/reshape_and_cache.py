@@ -10,7 +10,7 @@ from ..kernels import reshape_and_cache as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import reshape_and_cache as ref
 from ._common import (FLOAT_DTYPES, check_bounds_enabled, check_dim, check_same_device, check_tensor,
-                      next_pow2, opaque_op)
+                      next_pow2, not_contiguous_in_last_dim, opaque_op)
 
 OP = "reshape_and_cache"
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -97,10 +97,10 @@ def _check_bounds(p: Problem) -> None:
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
-    for name in ("key", "value", "key_cache", "value_cache"):
-        t = getattr(p, name)
-        if t.shape[-1] > 1 and t.stride(-1) != 1:
-            return False, f"{name} is not contiguous in head_size (stride {t.stride(-1)})"
+    why = not_contiguous_in_last_dim({"key": p.key, "value": p.value, "key_cache": p.key_cache,
+                                      "value_cache": p.value_cache}, "head_size")
+    if why:
+        return False, why
     if backend == "cpu" and p.key_cache.dtype in FP8_DTYPES:
         return False, "the Triton interpreter has no fp8 (numpy lacks it)"
     return True, "the kernel handles these shapes, strides and dtypes"

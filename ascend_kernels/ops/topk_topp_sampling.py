@@ -10,7 +10,8 @@ import torch
 from ..kernels import topk_topp_sampling as kern
 from ..launcher import autotune, device as _device, dispatch
 from ..reference import topk_topp_sampling as ref
-from ._common import FLOAT_DTYPES, check_bounds_enabled, check_tensor, next_pow2, opaque_op
+from ._common import (FLOAT_DTYPES, check_bounds_enabled, check_tensor, next_pow2, not_contiguous_in_last_dim,
+                      opaque_op)
 
 OP = "topk_topp_sampling"
 NC = 16      # candidate keys per search round (17-ary search)
@@ -136,8 +137,9 @@ def _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
-    if p.vocab > 1 and p.logits.stride(1) != 1:
-        return False, f"logits is not contiguous in vocab (stride {p.logits.stride(1)})"
+    why = not_contiguous_in_last_dim({"logits": p.logits}, "vocab")
+    if why:
+        return False, why
     return True, "the kernel handles any batch, vocab and parameter mix"
 
 
