@@ -121,6 +121,12 @@ def grid_cap(device: torch.device, cube: bool) -> int:
 MAX_GRID = 65535  # Ascend's (and CUDA's y/z) grid limit per dimension
 
 
+def persistent_grid(device: torch.device, n_tasks: int, programs_per_core: int, cube: bool) -> int:
+    """Programs of a persistent grid: programs_per_core per core (cube cores for kernels with
+    tl.dot), never more than the tasks or the grid limit, at least one."""
+    return max(1, min(n_tasks, grid_cap(device, cube) * programs_per_core, MAX_GRID))
+
+
 def versions() -> dict:
     out = {"torch": torch.__version__, "triton": TRITON_VERSION,
            "triton_flavour": "triton-ascend" if IS_TRITON_ASCEND else "upstream"}

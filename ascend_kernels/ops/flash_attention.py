@@ -284,8 +284,7 @@ def _kernel_args(p: Problem, config: dict):
     constexprs["BLOCK_M"] = block_m
     tiles = -(-p.max_seqlen_q // block_m)
     n_tasks = p.batch * tiles * p.num_kv_heads
-    cores = _device.grid_cap(p.device, cube=True)
-    grid = (max(1, min(n_tasks, cores * config.get("grid_programs_per_core", 1), _device.MAX_GRID)),)
+    grid = (_device.persistent_grid(p.device, n_tasks, config.get("grid_programs_per_core", 1), cube=True),)
     q, k, v, out = p.q, p.k, p.v, p.out
     lse = p.lse if p.lse is not None else out  # unread without RETURN_LSE
     cu_k = p.cu_seqlens_k if p.cu_seqlens_k is not None else p.cu_seqlens_q

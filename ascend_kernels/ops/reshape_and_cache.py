@@ -138,8 +138,8 @@ def _kernel_args(p: Problem, config: dict) -> tuple[tuple, dict, dict, dict]:
     constexprs, options = autotune.split_config(config, backend)
     num_heads, head_size = p.key.shape[1], p.key.shape[2]
     constexprs["BLOCK_H"] = min(constexprs["BLOCK_H"], next_pow2(num_heads))
-    cores = _device.grid_cap(p.device, cube=False)
-    grid = (max(1, min(p.num_tokens, cores * config.get("grid_programs_per_core", 1), _device.MAX_GRID)),)
+    grid = (_device.persistent_grid(p.device, p.num_tokens, config.get("grid_programs_per_core", 1),
+                                    cube=False),)
     quant = QUANT_OF.get(p.key_cache.dtype, kern.QUANT_NONE)
     fp8_max = float(torch.finfo(p.key_cache.dtype).max) if quant == kern.QUANT_FP8 else 0.0
     kc, vc = p.key_cache, p.value_cache

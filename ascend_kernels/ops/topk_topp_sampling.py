@@ -203,7 +203,6 @@ def _launch(p: Problem, config: dict):
     chunk = min(constexprs["CHUNK"], next_pow2(vocab))
     constexprs["CHUNK"] = chunk
     constexprs["SC"] = min(constexprs["SC"], chunk)
-    cores = _device.grid_cap(dev, cube=False)
     per_core = config.get("grid_programs_per_core", 1)
     ws_rows = 4 * p_max + (2 * num_groups if use_pool else 0)
     ws = torch.empty((batch, ws_rows), dtype=torch.int32, device=dev)
@@ -217,11 +216,11 @@ def _launch(p: Problem, config: dict):
     if use_pool:
         gpb = constexprs["GPB"]
         tasks = batch * -(-num_groups // gpb)
-        grid = (max(1, min(tasks, cores * max(per_core, 4), _device.MAX_GRID)),)
+        grid = (_device.persistent_grid(dev, tasks, max(per_core, 4), cube=False),)
         kern.group_max_kernel[grid](p.logits, gmax, gsum, t_t, float(p.temperature_val), batch,
                                     vocab, num_groups, p.logits.stride(0), ws_rows, GS=gs, GPB=gpb,
                                     T_TENSOR=p.temperature is not None, WITH_SUM=True, **options)
-    grid = (max(1, min(batch, cores * per_core, _device.MAX_GRID)),)
+    grid = (_device.persistent_grid(dev, batch, per_core, cube=False),)
     kern.sampling_kernel[grid](
         p.logits, tokens, probs, gmax, gsum, lists, pool_k, pool_x, pool_i,
         k_t, p_t, t_t, seeds, p.top_k_val, float(p.top_p_val), float(p.temperature_val),
