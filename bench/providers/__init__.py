@@ -28,7 +28,6 @@ from typing import Any, Callable, Optional
 import torch
 
 OPS = ("reshape_and_cache", "flash_attention", "paged_attention", "topk_topp_sampling")
-KINDS = ("triton", "fallback", "peer")
 
 
 class Unsupported(Exception):

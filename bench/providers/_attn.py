@@ -52,23 +52,8 @@ def attention_fp32(q, k, v, scale: float, causal: bool = True, window_left: int 
 
 
 def pairs(s: int, length: int, causal: bool, window_left: int) -> int:
-    """(query, key) pairs one sequence attends: for the flop count."""
-    total = 0
-    if not causal and window_left < 0:
-        return s * length
-    # closed form would do; the loop runs over queries only once per case
-    for i in range(s):
-        pos = i + length - s
-        hi = min(length - 1, pos) if causal else length - 1
-        lo = max(0, pos - window_left) if window_left >= 0 else 0
-        total += max(0, hi - lo + 1)
-    return total
-
-
-def pairs_fast(s: int, length: int, causal: bool, window_left: int) -> int:
-    if s <= 4096:
-        return pairs(s, length, causal, window_left)
-    # sample-free closed form for the usual case (causal, window or not)
+    """(query, key) pairs one sequence of s queries over `length` keys attends (bottom-right
+    aligned causal mask and left window): for the flop count."""
     import numpy as np
 
     pos = np.arange(s, dtype=np.int64) + (length - s)

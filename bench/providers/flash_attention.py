@@ -104,7 +104,7 @@ def cost(s: dict, dtype) -> tuple[float, float]:
     es = torch.empty((), dtype=dtype).element_size()
     b, sq, sk = _dims(s)
     h, hkv, d = s["q_heads"], s["kv_heads"], s["head_size"]
-    n_pairs = _attn.pairs_fast(sq, sk, bool(s.get("causal", True)), _window(s))
+    n_pairs = _attn.pairs(sq, sk, bool(s.get("causal", True)), _window(s))
     flops = 4.0 * b * h * d * n_pairs
     keys_read = min(sk, sq + _window(s)) if _window(s) >= 0 else sk
     nbytes = es * (2.0 * b * sq * h * d + 2.0 * b * keys_read * hkv * d)

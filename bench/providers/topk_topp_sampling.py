@@ -22,7 +22,7 @@ P_SLACK = 1e-3
 def _params(s: dict):
     k = int(s.get("top_k") or 0)
     p = float(s.get("top_p") or 1.0)
-    t = float(s.get("temperature") or 1.0)
+    t = float(s.get("temperature", 1.0))  # 0 is greedy, not "unset"
     return k, p, t
 
 
