@@ -222,6 +222,17 @@ def test_unchecked_bad_tensor_values_turn_the_filter_off():
     torch.testing.assert_close(_ref_probs(logits, **bad), _ref_probs(logits, **off))
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
+def test_parameter_tensors_of_any_float_dtype(dtype):
+    torch.manual_seed(6)
+    logits = torch.randn(3, 40) * 2
+    kw = dict(top_p=torch.tensor([0.5, 0.9, 1.0], dtype=dtype),
+              temperature=torch.tensor([0.5, 1.0, 2.0], dtype=dtype))
+    tok, probs = OP(logits, seeds=_seeds(3), return_probs=True, **kw)
+    want = _ref_probs(logits, **{k: v.float() for k, v in kw.items()})
+    torch.testing.assert_close(probs.double(), want, atol=2e-6, rtol=1e-5)
+
+
 def test_explain():
     d = ascend_kernels.explain("topk_topp_sampling", torch.randn(2, 50), top_k=5, top_p=0.9)
     assert d.path == "triton" and d.backend == "cpu" and d.config["USE_POOL"]

@@ -128,9 +128,10 @@ def _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
         raise TypeError(f"return_probs must be a bool, got {type(return_probs).__name__}")
     if check_bounds_enabled():
         _check_values(k_t, p_t, t_t)
-    if p_t is not None and p_t.dtype != torch.float32:
+    # fp16/bf16/fp32 rows are read as they are (the kernel converts); fp64 has no Ascend vector
+    if p_t is not None and p_t.dtype == torch.float64:
         p_t = p_t.float()
-    if t_t is not None and t_t.dtype != torch.float32:
+    if t_t is not None and t_t.dtype == torch.float64:
         t_t = t_t.float()
     return Problem(logits, k_t, k_s or 0, p_t, 1.0 if p_s is None else p_s, t_t,
                    1.0 if t_s is None else t_s, seeds, return_probs)
