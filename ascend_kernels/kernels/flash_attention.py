@@ -1,6 +1,7 @@
 """Varlen / paged prefill attention (FlashAttention-2 style forward), one source for both K/V layouts.
 
-Persistent grid over tasks (sequence, query tile, kv head); a task runs the GQA group's query heads
+Persistent grid over tasks (sequence, query tile, kv head), or one program per task when the
+grid holds them all (CUDA); a task runs the GQA group's query heads
 one after another over the same K/V tiles (the second and later heads read them from cache). Per
 task the KV loop is cut into three ranges from the causal/window band, computed on scalars before
 the loop: masked tiles left of the band's fully visible part, unmasked tiles (no mask arithmetic at
@@ -15,6 +16,12 @@ Paged K/V: a KV tile is one page (BLOCK_N == block_size), or a slice of one page
 block_size, for a smaller on-chip footprint), found through one block-table entry; its rows are
 loaded as one strided block (structured on Ascend, no gathers). The next tile's page id is read
 one step ahead.
+
+USE_TMA (CUDA Hopper+, chosen by the op): K/V tiles come through host tensor descriptors over
+K/V viewed as [rows, NUM_KV_HEADS * HEAD_SIZE] (rows = tokens, or page slots when PAGED), i.e.
+by the bulk tensor copy engine instead of per-thread pointer loads. Rows past the tensor read
+as zeros; in masked tiles V rows past the sequence's end are zeroed after the load (they may be
+another sequence's tokens or, in a page, never written).
 """
 import triton
 import triton.language as tl
@@ -40,19 +47,27 @@ def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks
 
 
 @triton.jit
-def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale,
-            window_left, window_right, mask_d,
+def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, k_desc, v_desc, tma_row, tma_col,
+            n, sk, q_pos, qk_scale, sm_scale, window_left, window_right, mask_d,
             offs_n, MASKED: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
-            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr):
+            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr):
     """One KV tile: scores, (mask), online softmax, P @ V. MASKED tiles mask keys past sk and
     outside the band; unmasked tiles are wholly inside both."""
-    if MASKED:
+    if MASKED and USE_TMA:
+        k_pos = n + offs_n
+        k = k_desc.load([tma_row, tma_col])
+        v = v_desc.load([tma_row, tma_col])
+        v = tl.where((k_pos < sk)[:, None], v, 0.0)
+    elif MASKED:
         k_pos = n + offs_n
         ld_mask = (k_pos < sk)[:, None]
         if BLOCK_D != HEAD_SIZE:
             ld_mask = ld_mask & mask_d[None, :]
         k = tl.load(k_base + k_offs, mask=ld_mask, other=0.0)
         v = tl.load(v_base + v_offs, mask=ld_mask, other=0.0)
+    elif USE_TMA:  # tile rows [tma_row, + BLOCK_N), columns of this kv head
+        k = k_desc.load([tma_row, tma_col])
+        v = v_desc.load([tma_row, tma_col])
     else:
         if BLOCK_D != HEAD_SIZE:
             k = tl.load(k_base + k_offs, mask=mask_d[None, :], other=0.0)
@@ -88,13 +103,14 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, n, sk, q_pos, qk_s
 
 
 @triton.jit
-def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq, k_start, sk,
+def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col,
+                  lo, hi, seq, k_start, sk,
                   block_table_ptr, stride_bt_b, num_blocks, k_unit, v_unit, stride_kt, stride_vt,
                   q_pos, qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
                   MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
                   HEAD_SIZE: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
-                  DOT_FP32: tl.constexpr):
+                  DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr):
     """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
     # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
     # block-table load inside the step
@@ -105,14 +121,17 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, lo, hi, seq,
                              num_blocks, PAGE_SIZE, PAGED)
         k_tile = k_head + idx * k_unit
         v_tile = v_head + idx * v_unit
+        tma_row = idx  # the tile's first row in the descriptors' [rows, heads * head_size] view
         if PAGED:
+            tma_row = idx * PAGE_SIZE
             if BLOCK_N < PAGE_SIZE:  # the tile is rows [n % PAGE_SIZE, + BLOCK_N) of its page
                 k_tile += (n % PAGE_SIZE) * stride_kt
                 v_tile += (n % PAGE_SIZE) * stride_vt
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile,
-                                k_offs, v_offs, n, sk, q_pos, qk_scale, sm_scale, window_left,
-                                window_right, mask_d, offs_n, MASKED, HEAD_SIZE, BLOCK_D,
-                                SOFTCAP, DOT_FP32)
+                tma_row += n % PAGE_SIZE
+        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile, k_offs, v_offs, k_desc, v_desc,
+                                tl.cast(tma_row, tl.int32), tma_col, n, sk, q_pos, qk_scale,
+                                sm_scale, window_left, window_right, mask_d, offs_n, MASKED,
+                                HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, USE_TMA)
         idx = nxt
     return acc, m_i, l_i
 
@@ -122,6 +141,8 @@ def flash_attention_kernel(
     q_ptr,              # [total_q, num_heads, head_size], head dim contiguous
     k_ptr, v_ptr,       # varlen: [total_k, num_kv_heads, head_size]; PAGED: [num_blocks, block_size,
                         #   num_kv_heads, head_size]; head dim contiguous
+    k_desc, v_desc,     # USE_TMA: host tensor descriptors over k / v as [rows, num_kv_heads * head_size],
+                        #   block [BLOCK_N, BLOCK_D]; otherwise unread
     out_ptr,            # [total_q, num_heads, head_size], head dim contiguous
     lse_ptr,            # [num_heads, total_q] fp32 (written when RETURN_LSE)
     cu_seqlens_q_ptr,   # [batch + 1] int32
@@ -146,6 +167,8 @@ def flash_attention_kernel(
     PAGED: tl.constexpr, HAS_SEQUSED: tl.constexpr,
     SOFTCAP: tl.constexpr, RETURN_LSE: tl.constexpr,
     DOT_FP32: tl.constexpr,  # interpreter: bf16 dots are wrong there, so dot in fp32
+    USE_TMA: tl.constexpr,   # K/V tiles through k_desc / v_desc (CUDA Hopper+)
+    PERSISTENT: tl.constexpr,  # fewer programs than tasks (else program i runs task i)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -165,7 +188,13 @@ def flash_attention_kernel(
         k_unit = stride_kt
         v_unit = stride_vt
     n_tasks = batch * tiles_per_seq * NUM_KV_HEADS
-    for task in range(pid, n_tasks, num_programs):
+    if PERSISTENT:
+        task_end = n_tasks
+        task_step = num_programs
+    else:  # one program per task: a one-step loop, so nothing is kept live across tasks
+        task_end = pid + 1
+        task_step = 1
+    for task in range(pid, task_end, task_step):
         # tile fastest (programs running together share one head's K/V in cache), last tiles
         # first (under a causal mask they are the longest)
         tile = tiles_per_seq - 1 - task % tiles_per_seq
@@ -222,27 +251,28 @@ def flash_attention_kernel(
                     q = q.to(tl.float32)
                 k_head = k_ptr + tl.cast(kvh, tl.int64) * stride_kh
                 v_head = v_ptr + tl.cast(kvh, tl.int64) * stride_vh
+                tma_col = kvh * HEAD_SIZE
                 m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
                 l_i = tl.zeros([BLOCK_M], tl.float32)
                 acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
                 acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, start, end_a, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
-                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
-                    True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32)
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, start,
+                    end_a, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
+                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
+                    mask_d, offs_n, True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32, USE_TMA)
                 acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_a, end_b, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
-                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
-                    False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32)
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, end_a,
+                    end_b, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
+                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
+                    mask_d, offs_n, False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32, USE_TMA)
                 acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, end_b, kv_hi, seq, k_start, sk,
-                    block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit, stride_kt, stride_vt, q_pos,
-                    qk_scale, sm_scale, window_left, window_right, mask_d, offs_n,
-                    True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32)
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, end_b,
+                    kv_hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
+                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
+                    mask_d, offs_n, True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
+                    DOT_FP32, USE_TMA)
                 out, lse = finish_softmax(acc, m_i, l_i)
                 o_ptrs = out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
                 tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_d[None, :])

@@ -224,8 +224,11 @@ def _default_config(backend: str, p: Problem) -> dict:
             if band and not p.paged:
                 return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
                         "grid_programs_per_core": 64}
-            # causal, non-causal and paged (half-page tiles for block 128): best in runs 3 and 4
-            return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 8, "num_stages": 3,
+            # causal, non-causal and paged: 128 x 128 tiles with K/V through the bulk tensor
+            # copy engine (run 5); 3 stages of them take 224 KB of shared memory, which only
+            # Hopper has. Pointer loads: 128 x 64 (runs 3 and 4).
+            block_n = 128 if _device.properties(p.device)["tma"] else 64
+            return {"BLOCK_M": 128, "BLOCK_N": block_n, "num_warps": 8, "num_stages": 3,
                     "grid_programs_per_core": 64}
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2,
                 "grid_programs_per_core": 64}
@@ -276,6 +279,32 @@ def _tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple
     return block_m, block_n
 
 
+def _tma_descriptors(p: Problem, block_n: int, block_d: int):
+    """(k_desc, v_desc): host tensor descriptors over k and v viewed as [rows, num_kv_heads *
+    head_size] (rows = tokens, or page slots when paged), block [block_n, block_d], when the
+    device has the bulk tensor copy engine and the layout allows it; else None (pointer loads).
+    Needs a power-of-two head size (a box never spans past its head), heads adjacent in a row,
+    pages adjacent in the cache, and the engine's 16-byte alignment of base and row stride."""
+    if not _device.properties(p.device)["tma"] or block_d != p.head_size:
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    width = p.num_kv_heads * p.head_size
+    descs = []
+    for t in (p.k, p.v):
+        if p.paged:
+            row_stride, head_stride, rows = t.stride(1), t.stride(2), t.shape[0] * t.shape[1]
+            if t.stride(0) != t.shape[1] * row_stride:
+                return None
+        else:
+            row_stride, head_stride, rows = t.stride(0), t.stride(1), t.shape[0]
+        if (head_stride != p.head_size or row_stride < width or (row_stride * t.element_size()) % 16
+                or t.data_ptr() % 16 or not 0 < rows < 2 ** 31):
+            return None
+        descs.append(TensorDescriptor(t, [rows, width], [row_stride, 1], [block_n, block_d]))
+    return descs
+
+
 def _kernel_args(p: Problem, config: dict):
     """(positional args, constexprs, options, grid) of one launch."""
     backend = p.device.type
@@ -296,7 +325,10 @@ def _kernel_args(p: Problem, config: dict):
     else:
         kt, kh, kb = k.stride(0), k.stride(1), 0
         vt, vh, vb = v.stride(0), v.stride(1), 0
-    args = (q, k, v, out, lse, p.cu_seqlens_q, cu_k, used, bt,
+    block_d = max(16, next_pow2(p.head_size))
+    descs = _tma_descriptors(p, constexprs["BLOCK_N"], block_d) if backend == "cuda" else None
+    k_desc, v_desc = descs or (k, v)  # unread without USE_TMA
+    args = (q, k, v, k_desc, v_desc, out, lse, p.cu_seqlens_q, cu_k, used, bt,
             p.softmax_scale, p.window_left, p.window_right, p.batch, tiles,
             q.shape[0], k.shape[0], bt.shape[1] if p.block_table is not None else 0,
             q.stride(0), q.stride(1), kt, kh, kb, vt, vh, vb, out.stride(0), out.stride(1),
@@ -304,9 +336,9 @@ def _kernel_args(p: Problem, config: dict):
             bt.stride(0) if p.block_table is not None else 0)
     constexprs.update(
         NUM_KV_HEADS=p.num_kv_heads, GQA=p.num_heads // p.num_kv_heads, HEAD_SIZE=p.head_size,
-        BLOCK_D=max(16, next_pow2(p.head_size)), PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
+        BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.lse is not None,
-        DOT_FP32=backend == "cpu")
+        DOT_FP32=backend == "cpu", USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks)
     return args, constexprs, options, grid
 
 
@@ -482,7 +514,8 @@ def _ascend_cases(shape: dict, config: dict) -> list:
     bs = f["block_size"]
     paged = bool(bs)
     block_m, block_n = _tiles("npu", config, d, bs)
-    sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "out_ptr": f"*{dt}",
+    sig = {"q_ptr": f"*{dt}", "k_ptr": f"*{dt}", "v_ptr": f"*{dt}", "k_desc": f"*{dt}",
+           "v_desc": f"*{dt}", "out_ptr": f"*{dt}",
            "lse_ptr": "*fp32", "cu_seqlens_q_ptr": "*i32", "cu_seqlens_k_ptr": "*i32",
            "seqused_k_ptr": "*i32", "block_table_ptr": "*i32", "sm_scale": "fp32",
            "window_left": "i32", "window_right": "i32", "batch": "i32", "tiles_per_seq": "i32",
@@ -494,7 +527,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
                   "BLOCK_D": max(16, next_pow2(d)), "BLOCK_M": block_m, "BLOCK_N": block_n,
                   "PAGE_SIZE": max(bs, 1), "PAGED": paged,
                   "HAS_SEQUSED": paged, "SOFTCAP": f["softcap"], "RETURN_LSE": f["lse"],
-                  "DOT_FP32": False}
+                  "DOT_FP32": False, "USE_TMA": False, "PERSISTENT": True}
     label = ",".join(f"{k}={v}" for k, v in shape.items() if not isinstance(v, (list, dict)))
     label += f",tile={block_m}x{block_n}"
     return [ascend_check.KernelCase(OP, kern.flash_attention_kernel, sig, constexprs, config, label)]

@@ -49,6 +49,12 @@ def rand_case(lens_q, lens_k, h, kvh, d, dtype, bs=None, extra_blocks=3):
         for b, n in enumerate(nbs):
             bt[b, :n] = perm[i:i + n]
             i += n
+            tail = n * bs - lens_k[b]  # slots past the sequence's end: never written, NaN here
+            if tail:
+                k[bt[b, n - 1], bs - tail:] = float("nan")
+                v[bt[b, n - 1], bs - tail:] = float("nan")
+        k[perm[i:].long()] = float("nan")  # pages no sequence uses
+        v[perm[i:].long()] = float("nan")
         return dict(q=q, k=k, v=v, cu_seqlens_q=cu_q, max_seqlen_q=max(lens_q),
                     seqused_k=torch.tensor(lens_k, dtype=torch.int32, device=DEV), block_table=bt)
     k = torch.randn(sum(lens_k), kvh, d, device=DEV, dtype=dtype)
@@ -102,6 +108,19 @@ def correctness():
         ok &= check(f"paged bs{bs} causal d128", rand_case([33, 400], [1000, 400], 8, 2, 128, bf, bs=bs))
     ok &= check("paged bs128 sliding d64", rand_case([256, 3], [2000, 800], 4, 4, 64, hf, bs=128), sw=300)
     ok &= check("empty rows (sk<sq causal)", rand_case([100], [30], 2, 2, 64, bf))
+    # k / v as strided views of one fused qkv tensor (row stride > kv heads x head size)
+    c = rand_case([200, 77], [200, 77], 4, 2, 128, bf)
+    qkv = torch.randn(c["q"].shape[0], 8, 128, device=DEV, dtype=bf)
+    c.update(q=qkv[:, :4], k=qkv[:, 4:6], v=qkv[:, 6:8])
+    ok &= check("fused qkv views d128 gqa2", c)
+    # a paged cache inside a [num_blocks, 2, block_size, ...] tensor (pages not adjacent)
+    c = rand_case([64, 300], [700, 300], 4, 2, 128, bf, bs=32)
+    kv = torch.stack([c["k"], c["v"]], dim=1)
+    c.update(k=kv[:, 0], v=kv[:, 1])
+    ok &= check("paged kv-interleaved cache bs32", c)
+    # the persistent loop (fewer programs than tasks) with the default tiles
+    c = rand_case([1, 77, 300, 1024], [1, 77, 300, 1024], 4, 4, 128, bf)
+    ok &= check("causal d128 persistent grid", c, extra={"grid_programs_per_core": 1})
     # torch.compile(fullgraph=True) over a call
     case = rand_case([100, 300], [100, 300], 4, 2, 128, bf)
 
@@ -203,14 +222,13 @@ def perf(sweep):
     def key(c):
         return json.dumps(c, sort_keys=True)
 
-    cont = [default["causal"]]
-    if sweep:
-        for bm, bn, w, s_ in [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 8, 4)]:
-            cont.append(cfg(bm, bn, w, s_))
-    cands = {"causal": cont + ([cfg(128, 64, 8, 3, 1), cfg(128, 64, 8, 3, 2)] if sweep else []),
-             "noncausal": cont + ([cfg(128, 64, 8, 4, 1)] if sweep else []),
-             "window1024": [default["window1024"]] + ([cfg(64, 64, 4, 3), cfg(128, 64, 8, 3)] if sweep else []),
-             "paged_causal": [default["paged_causal"]] + ([cfg(128, 64, 8, 3), cfg(128, 128, 8, 3)] if sweep else [])}
+    tiles = [(128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 4), (64, 64, 4, 3),
+             (64, 128, 4, 3)]
+    cont = [default["causal"]] + ([cfg(*t) for t in tiles] if sweep else [])
+    cands = {"causal": cont + ([cfg(128, 128, 8, 3, 1)] if sweep else []),
+             "noncausal": cont,
+             "window1024": [default["window1024"]] + ([cfg(*t) for t in tiles] if sweep else []),
+             "paged_causal": [default["paged_causal"]] + ([cfg(*t) for t in tiles[:4]] if sweep else [])}
     sweep_rows = []
     bad_variants = []
     for kind, p in probs.items():
@@ -240,7 +258,7 @@ def perf(sweep):
     # repeat: the previous default and this default, timed again for the spread
     for kind in ("causal", "noncausal"):
         p = probs[kind]
-        for name, c in (("prev default M128 N128 w8 s3", cfg(128, 128, 8, 3)), ("default", default[kind])):
+        for name, c in (("prev default M128 N64 w8 s3", cfg(128, 64, 8, 3)), ("default", default[kind])):
             sweep_rows.append((kind, c, f"{bench(lambda: fa._launch(p, c)):.3f} ms (repeat: {name})"))
     # the peers again at the end: ratios use each peer's faster time
     with sdpa_kernel(SDPBackend.CUDNN_ATTENTION):
