@@ -54,15 +54,21 @@ def make_case(lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.float16, b
 
 
 def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding_window=None,
-                  softcap=0.0, check_lse=True):
+                  softcap=0.0, check_lse=True, config=None):
+    """Through the public op, or (config given) one launch of the default config updated by it."""
     q = case["q"]
     out = poison_like(q)
-    o, lse = ascend_kernels.flash_attention(
-        q, case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=case["max_seqlen_q"],
-        cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
-        block_table=case.get("block_table"), causal=causal, window_left=window_left,
-        window_right=window_right, sliding_window=sliding_window, softcap=softcap, out=out,
-        return_lse=True)
+    kw = dict(cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=case["max_seqlen_q"],
+              cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
+              block_table=case.get("block_table"), causal=causal, window_left=window_left,
+              window_right=window_right, sliding_window=sliding_window, softcap=softcap, out=out,
+              return_lse=True)
+    if config is None:
+        o, lse = ascend_kernels.flash_attention(q, case["k"], case["v"], **kw)
+    else:
+        p = fa._prepare(q, case["k"], case["v"], **kw)
+        fa._launch(p, {**fa._default_config(q.device.type, p), **config})
+        o, lse = p.out, p.lse
     assert o is out
     wl, wr = fa.resolve_window(causal, window_left, window_right, sliding_window)
     ro, rl = ref.flash_attention(q, case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
@@ -101,6 +107,15 @@ VARLEN_CASES = [
                          [c[1:] for c in VARLEN_CASES], ids=[c[0] for c in VARLEN_CASES])
 def test_varlen(lens_q, lens_k, heads, kv_heads, head_size, kwargs):
     run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size), **kwargs)
+
+
+@pytest.mark.parametrize("heads_per_task", [1, 2])
+@pytest.mark.parametrize("block_size", [None, 16])
+def test_gqa_group_split_over_tasks(heads_per_task, block_size):
+    """CUDA gives each query head its own task, Ascend a kv head's whole group (the default
+    here): any split of the group matches, and the persistent loop runs the extra tasks."""
+    run_and_check(make_case([20, 45], [33, 45], 8, 2, 64, block_size=block_size),
+                  config={"HEADS_PER_TASK": heads_per_task})
 
 
 def test_bf16_varlen():

@@ -1,8 +1,11 @@
 """Varlen / paged prefill attention (FlashAttention-2 style forward), one source for both K/V layouts.
 
-Persistent grid over tasks (sequence, query tile, kv head), or one program per task when the
-grid holds them all (CUDA); a task runs the GQA group's query heads
-one after another over the same K/V tiles (the second and later heads read them from cache). Per
+Persistent grid over tasks (sequence, query tile, kv head, group of HEADS_PER_TASK of the kv
+head's query heads), or one program per task when the grid holds them all (CUDA); a task runs
+its query heads one after another over the same K/V tiles (the second and later heads read
+them from cache). Ascend takes the whole GQA group per task (its 20-24 cube cores have tasks
+enough); CUDA one head per task (more tasks than SMs even at batch 1 with 8 query heads per kv
+head). Per
 task the KV loop is cut into three ranges from the causal/window band, computed on scalars before
 the loop: masked tiles left of the band's fully visible part, unmasked tiles (no mask arithmetic at
 all), masked tiles on the right edge (the diagonal and the sequence tail). Tiles wholly outside the
@@ -161,6 +164,7 @@ def flash_attention_kernel(
     stride_lse_h,
     stride_bt_b,
     NUM_KV_HEADS: tl.constexpr, GQA: tl.constexpr,   # num_heads = NUM_KV_HEADS * GQA
+    HEADS_PER_TASK: tl.constexpr,                    # query heads of a task (divides GQA)
     HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,  # BLOCK_D = head_size rounded up to 2^k
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,    # PAGED: BLOCK_N divides PAGE_SIZE
     PAGE_SIZE: tl.constexpr,                         # block_size (PAGED; unused for varlen)
@@ -187,7 +191,8 @@ def flash_attention_kernel(
     else:
         k_unit = stride_kt
         v_unit = stride_vt
-    n_tasks = batch * tiles_per_seq * NUM_KV_HEADS
+    head_groups = GQA // HEADS_PER_TASK  # tasks per (sequence, query tile, kv head)
+    n_tasks = batch * tiles_per_seq * NUM_KV_HEADS * head_groups
     if PERSISTENT:
         task_end = n_tasks
         task_step = num_programs
@@ -199,6 +204,8 @@ def flash_attention_kernel(
         # first (under a causal mask they are the longest)
         tile = tiles_per_seq - 1 - task % tiles_per_seq
         rest = task // tiles_per_seq
+        g_lo = (rest % head_groups) * HEADS_PER_TASK
+        rest = rest // head_groups
         kvh = rest % NUM_KV_HEADS
         seq = rest // NUM_KV_HEADS
         # lengths clamped to the tensors: for valid inputs these are no-ops
@@ -243,7 +250,7 @@ def flash_attention_kernel(
             row_ok = q_rows < sq
             q_pos = q_rows + diag
             tok = tl.cast(q_start + q_rows, tl.int64)
-            for g in range(GQA):
+            for g in range(g_lo, g_lo + HEADS_PER_TASK):
                 h = kvh * GQA + g
                 q_ptrs = q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :]
                 q = tl.load(q_ptrs, mask=row_ok[:, None] & mask_d[None, :], other=0.0)

@@ -195,7 +195,7 @@ def _cuda_configs():
             for w in (4, 8):
                 for s in (2, 3, 4):
                     out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s,
-                                "grid_programs_per_core": 64})
+                                "HEADS_PER_TASK": 1, "grid_programs_per_core": 64})
     # lazy rescaling (FA4 style) was tried and removed: 12-13% slower on the H100
     # (bench/results/flash_attention_h100.md, run 4)
     return out
@@ -203,6 +203,8 @@ def _cuda_configs():
 
 # Paged K/V: a tile is one page or a slice of one (see _tiles; on Ascend tiles also shrink to fit UB).
 # grid_programs_per_core sizes the persistent grid (cube cores on Ascend, SMs on CUDA).
+# HEADS_PER_TASK: query heads of one kv head that a task runs (the gcd with the GQA ratio is
+# taken); left out = the whole group (Ascend, CPU); CUDA 1 (a head per task: enough tasks).
 CONFIGS = {
     "cuda": _cuda_configs(),
     "npu": [{"BLOCK_M": bm, "BLOCK_N": bn, "multibuffer": mb, "grid_programs_per_core": 1}
@@ -219,19 +221,19 @@ def _default_config(backend: str, p: Problem) -> dict:
     if backend == "cuda":
         if d <= 64:
             return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                    "grid_programs_per_core": 64}
+                    "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
         if d <= 128:
             if band and not p.paged:
                 return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                        "grid_programs_per_core": 64}
+                        "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
             # causal, non-causal and paged: 128 x 128 tiles with K/V through the bulk tensor
             # copy engine (run 5); 3 stages of them take 224 KB of shared memory, which only
             # Hopper has. Pointer loads: 128 x 64 (runs 3 and 4).
             block_n = 128 if _device.properties(p.device)["tma"] else 64
             return {"BLOCK_M": 128, "BLOCK_N": block_n, "num_warps": 8, "num_stages": 3,
-                    "grid_programs_per_core": 64}
+                    "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2,
-                "grid_programs_per_core": 64}
+                "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
     if backend == "npu":  # _tiles shrinks these to fit the unified buffer for larger heads
         return {"BLOCK_M": 64, "BLOCK_N": 64, "multibuffer": True, "grid_programs_per_core": 1}
     return dict(CONFIGS["cpu"][0])
@@ -312,7 +314,9 @@ def _kernel_args(p: Problem, config: dict):
     block_m, constexprs["BLOCK_N"] = _tiles(backend, config, p.head_size, p.block_size if p.paged else 0)
     constexprs["BLOCK_M"] = block_m
     tiles = -(-p.max_seqlen_q // block_m)
-    n_tasks = p.batch * tiles * p.num_kv_heads
+    gqa = p.num_heads // p.num_kv_heads
+    constexprs["HEADS_PER_TASK"] = math.gcd(int(config.get("HEADS_PER_TASK", gqa)), gqa)
+    n_tasks = p.batch * tiles * p.num_kv_heads * (gqa // constexprs["HEADS_PER_TASK"])
     grid = (_device.persistent_grid(p.device, n_tasks, config.get("grid_programs_per_core", 1), cube=True),)
     q, k, v, out = p.q, p.k, p.v, p.out
     lse = p.lse if p.lse is not None else out  # unread without RETURN_LSE
@@ -335,7 +339,7 @@ def _kernel_args(p: Problem, config: dict):
             p.lse.stride(0) if p.lse is not None else 0,
             bt.stride(0) if p.block_table is not None else 0)
     constexprs.update(
-        NUM_KV_HEADS=p.num_kv_heads, GQA=p.num_heads // p.num_kv_heads, HEAD_SIZE=p.head_size,
+        NUM_KV_HEADS=p.num_kv_heads, GQA=gqa, HEAD_SIZE=p.head_size,
         BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.lse is not None,
         DOT_FP32=backend == "cpu", USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks)
@@ -523,7 +527,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
     for name in ("stride_qt", "stride_qh", "stride_kt", "stride_kh", "stride_kb", "stride_vt",
                  "stride_vh", "stride_vb", "stride_ot", "stride_oh", "stride_lse_h", "stride_bt_b"):
         sig[name] = "i32"
-    constexprs = {"NUM_KV_HEADS": kvh, "GQA": h // kvh, "HEAD_SIZE": d,
+    constexprs = {"NUM_KV_HEADS": kvh, "GQA": h // kvh, "HEADS_PER_TASK": h // kvh, "HEAD_SIZE": d,
                   "BLOCK_D": max(16, next_pow2(d)), "BLOCK_M": block_m, "BLOCK_N": block_n,
                   "PAGE_SIZE": max(bs, 1), "PAGED": paged,
                   "HAS_SEQUSED": paged, "SOFTCAP": f["softcap"], "RETURN_LSE": f["lse"],
