@@ -390,3 +390,26 @@ def test_gpu_large_and_graph_replay(block_size):
 def test_ascend_cases_skip_shapes_sent_to_the_fallback():
     big = dict(seqs=8, heads=16, kv_heads=8, head_size=256, block_size=128, context=4096)
     assert pa_op._ascend_cases(big, pa_op.CONFIGS["npu"][0]) == []
+
+
+def test_cuda_default_config_fits_shared_memory(monkeypatch):
+    """On CUDA the default config never stages more K/V tiles than a program's shared memory
+    holds (227 KB on the H100: head 256 with 128-token pages took 268 KB in 3 stages), and a
+    page too large for it goes to the fallback with the reason."""
+    smem = 232448
+    props = {**pa_op._device.properties(torch.device("cpu")), "smem_bytes": smem}
+    monkeypatch.setattr(pa_op._device, "properties", lambda dev: props)
+    monkeypatch.setattr(pa_op._device, "grid_cap", lambda dev, cube: 132)
+    for seqs, kv_heads, gqa, head_size, block_size in [(8, 8, 2, 256, 128), (64, 8, 2, 256, 128),
+                                                       (48, 8, 4, 128, 16), (1, 8, 4, 128, 16),
+                                                       (64, 8, 4, 128, 256)]:
+        q, kc, vc, bt, lens = _inputs(seqs, kv_heads, gqa, head_size, block_size,
+                                      [3 * block_size] * seqs, torch.bfloat16, "cpu")
+        p = pa_op._validate(q, kc, vc, bt, lens)
+        cfg = pa_op._default_config("cuda", p)
+        staged = (cfg["num_stages"] - 1) * pa_op._step_kv_bytes(p.dims, cfg, 132, 2)
+        assert staged + pa_op.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
+        assert pa_op._capability("cuda", p)[0]
+    q, kc, vc, bt, lens = _inputs(2, 2, 1, 256, 256, [300, 20], torch.float32, "cpu")
+    ok, why = pa_op._capability("cuda", pa_op._validate(q, kc, vc, bt, lens))
+    assert not ok and "shared memory" in why

@@ -88,16 +88,18 @@ def _props(kind: str, index: int) -> dict:
         p = torch.cuda.get_device_properties(index)
         return {"name": p.name, "num_cores": p.multi_processor_count,
                 "num_vectorcore": p.multi_processor_count, "num_aicore": p.multi_processor_count,
-                "ub_bytes": None, "tma": p.major >= 9 and _has_host_tensor_descriptor()}
+                "ub_bytes": None, "tma": p.major >= 9 and _has_host_tensor_descriptor(),
+                "smem_bytes": getattr(p, "shared_memory_per_block_optin", None)}
     if kind == "npu":
         props = triton.runtime.driver.active.utils.get_device_properties(index)
         return {"name": torch.npu.get_device_name(index),
                 "num_aicore": int(props["num_aicore"]), "num_vectorcore": int(props["num_vectorcore"]),
-                "num_cores": int(props["num_aicore"]), "ub_bytes": ASCEND_UB_BYTES, "tma": False}
+                "num_cores": int(props["num_aicore"]), "ub_bytes": ASCEND_UB_BYTES, "tma": False,
+                "smem_bytes": None}
     # The interpreter runs programs one after another: a few programs keep the persistent
     # loops exercised without paying per-program overhead many times.
     return {"name": "cpu (triton interpreter)", "num_cores": 4, "num_vectorcore": 4,
-            "num_aicore": 4, "ub_bytes": None, "tma": False}
+            "num_aicore": 4, "ub_bytes": None, "tma": False, "smem_bytes": None}
 
 
 def _has_host_tensor_descriptor() -> bool:
@@ -106,7 +108,8 @@ def _has_host_tensor_descriptor() -> bool:
 
 def properties(device: torch.device) -> dict:
     """name, num_cores, num_aicore (cube), num_vectorcore, ub_bytes (NPU only), tma (CUDA
-    Hopper or newer with triton's host tensor descriptors: the bulk tensor copy engine)."""
+    Hopper or newer with triton's host tensor descriptors: the bulk tensor copy engine),
+    smem_bytes (CUDA: shared memory one program may use; None where unknown)."""
     index = device.index if device.index is not None else 0
     if device.type in ("cuda", "npu") and device.index is None:
         index = getattr(torch, device.type).current_device()

@@ -21,6 +21,9 @@ AUTO_MAX_SPLITS = 64        # the automatic choice stays under this
 MIN_SPLIT_TOKENS = 512      # the automatic choice gives each split at least this many tokens
 MERGE_BLOCK_S = 32          # splits merged per step of the merge kernel
 MAX_HEAD_SIZE = 256
+# CUDA shared memory beside the staged K/V tiles (scores, q, barriers): 12 KB measured on the
+# H100 (a step of K/V tiles in n stages takes (n - 1) steps' bytes plus this), with room to spare
+SMEM_RESERVE = 16 * 1024
 NPU_TILE_BYTES = 32 * 1024  # one K (or V) page tile on Ascend: 4 of them (K, V, double-buffered) + scores fit UB
 
 
@@ -147,8 +150,12 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"block_size {d['block_size']} < 16: tl.dot needs at least 16 keys per page"
     if d["head_size"] > MAX_HEAD_SIZE:
         return False, f"head_size {d['head_size']} > {MAX_HEAD_SIZE}"
+    tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
+    smem = _device.properties(p.query.device)["smem_bytes"]
+    if backend == "cuda" and smem and 2 * tile + SMEM_RESERVE > smem:
+        return False, (f"one K and one V page tile take {2 * tile} bytes (block_size x head_size "
+                       f"each), over the {smem} bytes of shared memory a program may use")
     if backend == "npu":
-        tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
         if tile > NPU_TILE_BYTES:
             return False, (f"one KV page tile is {tile} bytes (block_size x head_size), over the "
                            f"{NPU_TILE_BYTES} bytes the Ascend UB budget allows per tile")
@@ -167,6 +174,12 @@ CONFIGS = {
 }
 
 
+def _step_kv_bytes(dims: dict, config: dict, cores: int, elem: int) -> int:
+    """Bytes of the K and V tiles of one CUDA loop step (pages per step x page x head size)."""
+    ce = plan(dims, config, "cuda", cores)["constexprs"]
+    return 2 * ce["PAGES_PER_STEP"] * ce["BLOCK_N"] * ce["BLOCK_D"] * elem
+
+
 def _default_config(backend: str, p: Optional[Problem] = None) -> dict:
     if backend == "cuda":
         # H100 sweeps (bench/results/paged_attention_h100.md): split-KV (short tasks) likes
@@ -182,6 +195,16 @@ def _default_config(backend: str, p: Optional[Problem] = None) -> dict:
                 cfg.update(grid_step_tokens=64)
             elif d["block_size"] <= 32:
                 cfg.update(num_warps=8, num_stages=2)
+            smem = _device.properties(p.query.device)["smem_bytes"]
+            if smem:  # fewer stages, then fewer pages per step, until the staged tiles fit
+                elem = p.key_cache.element_size()
+                while (cfg["num_stages"] - 1) * _step_kv_bytes(d, cfg, cores, elem) + SMEM_RESERVE > smem:
+                    if cfg["num_stages"] > 2:
+                        cfg["num_stages"] -= 1
+                    elif cfg["grid_step_tokens"] > d["block_size"]:
+                        cfg["grid_step_tokens"] //= 2
+                    else:
+                        break  # one page per step in 2 stages: _capability sent larger pages away
         return cfg
     if backend == "npu":
         return dict(CONFIGS["npu"][0])
