@@ -125,6 +125,7 @@ def _build_ours(x, s):
     def fn():
         if first[0]:  # the checked call also returns the filtered probabilities
             first[0] = False
+            ascend_kernels.topk_topp_sampling(logits, **kw)  # compiles the timed variant too
             return ascend_kernels.topk_topp_sampling(logits, return_probs=True, **kw)
         return ascend_kernels.topk_topp_sampling(logits, **kw)
     return fn
