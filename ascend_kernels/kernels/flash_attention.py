@@ -262,24 +262,23 @@ def flash_attention_kernel(
                 m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
                 l_i = tl.zeros([BLOCK_M], tl.float32)
                 acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-                acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, start,
-                    end_a, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
-                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
-                    mask_d, offs_n, True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, USE_TMA)
-                acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, end_a,
-                    end_b, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
-                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
-                    mask_d, offs_n, False, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, USE_TMA)
-                acc, m_i, l_i = _attend_range(
-                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col, end_b,
-                    kv_hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit, v_unit,
-                    stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left, window_right,
-                    mask_d, offs_n, True, PAGED, PAGE_SIZE, HEAD_SIZE, BLOCK_D, BLOCK_N, SOFTCAP,
-                    DOT_FP32, USE_TMA)
+                # masked [start, end_a), unmasked [end_a, end_b), masked [end_b, kv_hi)
+                for r in tl.static_range(3):
+                    if r == 0:
+                        lo = start
+                        hi = end_a
+                    elif r == 1:
+                        lo = end_a
+                        hi = end_b
+                    else:
+                        lo = end_b
+                        hi = kv_hi
+                    acc, m_i, l_i = _attend_range(
+                        acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col,
+                        lo, hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit,
+                        v_unit, stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left,
+                        window_right, mask_d, offs_n, r != 1, PAGED, PAGE_SIZE, HEAD_SIZE,
+                        BLOCK_D, BLOCK_N, SOFTCAP, DOT_FP32, USE_TMA)
                 out, lse = finish_softmax(acc, m_i, l_i)
                 o_ptrs = out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
                 tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_d[None, :])
