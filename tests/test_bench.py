@@ -201,3 +201,16 @@ def test_tune_on_cpu_and_export(tmp_path, monkeypatch, capsys):
     assert data["backend"] == "cpu" and "tokens~8" in data["ops"]["reshape_and_cache"]["entries"]
     autotune.reset()
     assert autotune.table("cpu", _device.device_name(torch.device("cpu"))).shipped  # the launcher reads it
+
+
+def test_flash_window_case_without_causal_flag_checks_ok():
+    """sliding_window=W is (W - 1, 0) for every provider, so a suite case that also says
+    causal: false is judged against the same band our op computes."""
+    suite = runner.load_suite("quick")
+    win = [c for c in suite["ops"]["flash_attention"] if c.get("sliding_window")][0]
+    suite = {**suite, "ops": {"flash_attention": [{**win, "causal": False}]}}
+    res = runner.run_suite(suite, ops=["flash_attention"], device=torch.device("cpu"),
+                           progress=False, roofline=ROOF)
+    for name in ("triton", "fallback"):
+        rows = _rows(res, name)
+        assert len(rows) == 1 and rows[0]["status"] == "ok", rows

@@ -54,11 +54,16 @@ def tune_shape(s: dict) -> dict:
     return t
 
 
+def _causal(s: dict) -> bool:
+    """vLLM's sliding_window=W means (W - 1, 0): a windowed case is causal for every provider."""
+    return bool(s.get("causal", True)) or bool(s.get("sliding_window"))
+
+
 def make_inputs(s: dict, device, dtype) -> dict:
     b, sq, sk = _dims(s)
     h, hkv, d = s["q_heads"], s["kv_heads"], s["head_size"]
-    x = {"batch": b, "sq": sq, "sk": sk, "scale": _attn.softmax_scale(s),
-         "causal": bool(s.get("causal", True)), "window_left": _window(s),
+    x = {"batch": b, "sq": sq, "sk": sk, "scale": _attn.softmax_scale(s), "causal": _causal(s),
+         "window_left": _window(s),
          "sliding_window": s.get("sliding_window"), "softcap": float(s.get("softcap") or 0.0),
          "paged": bool(s.get("paged"))}
     x["q"] = randn((b * sq, h, d), device, dtype)
@@ -104,7 +109,7 @@ def cost(s: dict, dtype) -> tuple[float, float]:
     es = torch.empty((), dtype=dtype).element_size()
     b, sq, sk = _dims(s)
     h, hkv, d = s["q_heads"], s["kv_heads"], s["head_size"]
-    n_pairs = _attn.pairs(sq, sk, bool(s.get("causal", True)), _window(s))
+    n_pairs = _attn.pairs(sq, sk, _causal(s), _window(s))
     flops = 4.0 * b * h * d * n_pairs
     keys_read = min(sk, sq + _window(s)) if _window(s) >= 0 else sk
     nbytes = es * (2.0 * b * sq * h * d + 2.0 * b * keys_read * hkv * d)
