@@ -407,8 +407,9 @@ def test_cuda_default_config_fits_shared_memory(monkeypatch):
                                       [3 * block_size] * seqs, torch.bfloat16, "cpu")
         p = pa_op._validate(q, kc, vc, bt, lens)
         cfg = pa_op._default_config("cuda", p)
-        staged = (cfg["num_stages"] - 1) * pa_op._step_kv_bytes(p.dims, cfg, 132, 2)
-        assert staged + pa_op.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
+        # at most grid_step_tokens (at least one page) of K and V, bf16, per staged step
+        step_bytes = 2 * max(cfg["grid_step_tokens"], block_size) * head_size * 2
+        assert (cfg["num_stages"] - 1) * step_bytes + pa_op.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
         assert pa_op._capability("cuda", p)[0]
     q, kc, vc, bt, lens = _inputs(2, 2, 1, 256, 256, [300, 20], torch.float32, "cpu")
     ok, why = pa_op._capability("cuda", pa_op._validate(q, kc, vc, bt, lens))
