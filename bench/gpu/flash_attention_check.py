@@ -21,6 +21,7 @@ import triton.testing
 
 from ascend_kernels.ops import flash_attention as fa
 from ascend_kernels.reference import flash_attention as ref
+from bench.gpu._timing import median_ms as bench
 
 DEV = torch.device("cuda")
 OUT = os.environ.get("OUT", "/tmp")
@@ -135,12 +136,6 @@ def correctness():
     ok &= same
     say(f"correctness: {'ALL OK' if ok else 'FAILURES'}")
     return ok
-
-
-def bench(fn):
-    fn()
-    torch.cuda.synchronize()
-    return triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median")
 
 
 def perf(sweep):

@@ -23,6 +23,7 @@ import triton.testing
 from ascend_kernels.launcher import device as _device
 from ascend_kernels.ops import paged_attention as pa
 from ascend_kernels.reference.paged_attention import paged_attention as ref_pa
+from bench.gpu._timing import graph_of, median_ms as bench
 
 SWEEP = "--sweep" in sys.argv
 OUT = os.environ.get("OUT", "/tmp")
@@ -30,19 +31,6 @@ H, KVH, D = 32, 8, 128
 DT = torch.bfloat16
 dev = torch.device("cuda")
 rows, log = [], {}
-
-
-def bench(fn, rep=200):
-    return float(triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median"))
-
-
-def graph_of(fn):
-    fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return g
 
 
 def rel_err(out, expect):

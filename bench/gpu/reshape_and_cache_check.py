@@ -15,10 +15,7 @@ import triton.testing
 
 from ascend_kernels.launcher import autotune, dispatch
 from ascend_kernels.ops import reshape_and_cache as rac
-
-
-def median_ms(fn):
-    return float(triton.testing.do_bench(fn, warmup=25, rep=200, return_mode="median"))
+from bench.gpu._timing import median_ms
 
 
 def main():

@@ -22,6 +22,7 @@ import triton.testing
 
 from ascend_kernels.ops import topk_topp_sampling as op
 from ascend_kernels.reference import topk_topp_sampling as ref
+from bench.gpu._timing import graph_of, median_ms as bench
 
 DEV = torch.device("cuda")
 FAILS = []
@@ -149,25 +150,6 @@ def torch_topk_path(logits, k: int, p, temperature):
     probs = v.softmax(dim=-1)
     q = torch.empty_like(probs).exponential_()
     return idx.gather(1, (probs / q).argmax(dim=-1, keepdim=True)).squeeze(1)
-
-
-def bench(fn, rep=200):
-    return float(triton.testing.do_bench(fn, warmup=25, rep=rep, return_mode="median"))
-
-
-def graph_of(fn):
-    fn()
-    torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    s.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(s):
-        for _ in range(2):
-            fn()
-    torch.cuda.current_stream().wait_stream(s)
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        fn()
-    return g
 
 
 def VARIANTS(cfg):
