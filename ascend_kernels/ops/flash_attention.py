@@ -195,7 +195,7 @@ def _cuda_configs():
             for w in (4, 8):
                 for s in (2, 3, 4):
                     out.append({"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s,
-                                "HEADS_PER_TASK": 1, "grid_programs_per_core": 64})
+                                "grid_programs_per_core": 64})
     # lazy rescaling (FA4 style) was tried and removed: 12-13% slower on the H100
     # (bench/results/flash_attention_h100.md, run 4)
     return out
@@ -203,8 +203,9 @@ def _cuda_configs():
 
 # Paged K/V: a tile is one page or a slice of one (see _tiles; on Ascend tiles also shrink to fit UB).
 # grid_programs_per_core sizes the persistent grid (cube cores on Ascend, SMs on CUDA).
-# HEADS_PER_TASK: query heads of one kv head that a task runs (the gcd with the GQA ratio is
-# taken); left out = the whole group (Ascend, CPU); CUDA 1 (a head per task: enough tasks).
+# HEADS_PER_TASK (optional; the gcd with the GQA ratio is taken): query heads of one kv head
+# that a task runs. Left out: 1 on CUDA (a head per task: enough tasks for the SMs), the whole
+# group elsewhere.
 CONFIGS = {
     "cuda": _cuda_configs(),
     "npu": [{"BLOCK_M": bm, "BLOCK_N": bn, "multibuffer": mb, "grid_programs_per_core": 1}
@@ -221,22 +222,22 @@ def _default_config(backend: str, p: Problem) -> dict:
     if backend == "cuda":
         if d <= 64:
             return {"BLOCK_M": 128, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                    "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
+                    "grid_programs_per_core": 64}
         if d <= 128:
             # windows and varlen prefills of up to 2048 tokens: 64 x 64 tiles (run 5's short
             # sweep: B16 x 512 149 vs 189 us, B8 x 2048 GQA 8 177 vs 193 us; at 4096, 128 x 128
             # wins). Paged prefills (a cached prefix) keep the long key loops of 128 x 128.
             if (band or p.max_seqlen_q <= 2048) and not p.paged:
                 return {"BLOCK_M": 64, "BLOCK_N": 64, "num_warps": 4, "num_stages": 3,
-                        "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
+                        "grid_programs_per_core": 64}
             # causal, non-causal and paged: 128 x 128 tiles with K/V through the bulk tensor
             # copy engine (run 5); 3 stages of them take 224 KB of shared memory, which only
             # Hopper has. Pointer loads: 128 x 64 (runs 3 and 4).
             block_n = 128 if _device.properties(p.device)["tma"] else 64
             return {"BLOCK_M": 128, "BLOCK_N": block_n, "num_warps": 8, "num_stages": 3,
-                    "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
+                    "grid_programs_per_core": 64}
         return {"BLOCK_M": 64, "BLOCK_N": 32, "num_warps": 4, "num_stages": 2,
-                "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
+                "grid_programs_per_core": 64}
     if backend == "npu":  # _tiles shrinks these to fit the unified buffer for larger heads
         return {"BLOCK_M": 64, "BLOCK_N": 64, "multibuffer": True, "grid_programs_per_core": 1}
     return dict(CONFIGS["cpu"][0])
@@ -318,7 +319,8 @@ def _kernel_args(p: Problem, config: dict):
     constexprs["BLOCK_M"] = block_m
     tiles = -(-p.max_seqlen_q // block_m)
     gqa = p.num_heads // p.num_kv_heads
-    constexprs["HEADS_PER_TASK"] = math.gcd(int(config.get("HEADS_PER_TASK", gqa)), gqa)
+    per_task = config.get("HEADS_PER_TASK", 1 if backend == "cuda" else gqa)
+    constexprs["HEADS_PER_TASK"] = math.gcd(int(per_task), gqa)
     n_tasks = p.batch * tiles * p.num_kv_heads * (gqa // constexprs["HEADS_PER_TASK"])
     grid = (_device.persistent_grid(p.device, n_tasks, config.get("grid_programs_per_core", 1), cube=True),)
     q, k, v, out = p.q, p.k, p.v, p.out

@@ -337,7 +337,7 @@ def short_sweep():
             f"default {fa._default_config('cuda', p)}")
         for bm, bn, w, st in ((128, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3), (64, 128, 4, 3),
                               (64, 64, 4, 2), (128, 64, 4, 3), (64, 32, 4, 3)):
-            c = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st, "HEADS_PER_TASK": 1,
+            c = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": st,
                  "grid_programs_per_core": 64}
             fa._launch(p, c)
             rel = ((p.out.float() - want).norm() / want.norm()).item()

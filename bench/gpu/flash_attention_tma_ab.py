@@ -37,7 +37,7 @@ def main():
                 fa._tma_descriptors = with_tma if tma else (lambda *a: None)
                 for bm, bn, w, s in TILES:
                     c = {"BLOCK_M": bm, "BLOCK_N": bn, "num_warps": w, "num_stages": s,
-                         "HEADS_PER_TASK": 1, "grid_programs_per_core": 64}
+                         "grid_programs_per_core": 64}
                     fa._launch(p, c)
                     rel = ((p.out.float() - want).norm() / want.norm()).item()
                     t = median_ms(lambda: fa._launch(p, c))
