@@ -56,28 +56,24 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, k_desc, v_desc, tm
             SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr):
     """One KV tile: scores, (mask), online softmax, P @ V. MASKED tiles mask keys past sk and
     outside the band; unmasked tiles are wholly inside both."""
-    if MASKED and USE_TMA:
-        k_pos = n + offs_n
+    k_pos = n + offs_n
+    if USE_TMA:  # tile rows [tma_row, + BLOCK_N), columns of this kv head
         k = k_desc.load([tma_row, tma_col])
         v = v_desc.load([tma_row, tma_col])
-        v = tl.where((k_pos < sk)[:, None], v, 0.0)
+        if MASKED:  # rows past sk: another sequence's tokens or never-written page slots
+            v = tl.where((k_pos < sk)[:, None], v, 0.0)
     elif MASKED:
-        k_pos = n + offs_n
         ld_mask = (k_pos < sk)[:, None]
         if BLOCK_D != HEAD_SIZE:
             ld_mask = ld_mask & mask_d[None, :]
         k = tl.load(k_base + k_offs, mask=ld_mask, other=0.0)
         v = tl.load(v_base + v_offs, mask=ld_mask, other=0.0)
-    elif USE_TMA:  # tile rows [tma_row, + BLOCK_N), columns of this kv head
-        k = k_desc.load([tma_row, tma_col])
-        v = v_desc.load([tma_row, tma_col])
+    elif BLOCK_D != HEAD_SIZE:
+        k = tl.load(k_base + k_offs, mask=mask_d[None, :], other=0.0)
+        v = tl.load(v_base + v_offs, mask=mask_d[None, :], other=0.0)
     else:
-        if BLOCK_D != HEAD_SIZE:
-            k = tl.load(k_base + k_offs, mask=mask_d[None, :], other=0.0)
-            v = tl.load(v_base + v_offs, mask=mask_d[None, :], other=0.0)
-        else:
-            k = tl.load(k_base + k_offs)
-            v = tl.load(v_base + v_offs)
+        k = tl.load(k_base + k_offs)
+        v = tl.load(v_base + v_offs)
     if DOT_FP32:
         s = tl.dot(q, tl.trans(k.to(tl.float32)))
     else:
