@@ -129,10 +129,21 @@ def grid_cap(device: torch.device, cube: bool) -> int:
 MAX_GRID = 65535  # Ascend's (and CUDA's y/z) grid limit per dimension
 
 
+def grid_size(cores: int, n_tasks: int, programs_per_core: int) -> int:
+    """Programs of a persistent grid over `cores` cores: programs_per_core per core, never more
+    than the tasks or the grid limit, at least one."""
+    return max(1, min(n_tasks, cores * programs_per_core, MAX_GRID))
+
+
 def persistent_grid(device: torch.device, n_tasks: int, programs_per_core: int, cube: bool) -> int:
-    """Programs of a persistent grid: programs_per_core per core (cube cores for kernels with
-    tl.dot), never more than the tasks or the grid limit, at least one."""
-    return max(1, min(n_tasks, grid_cap(device, cube) * programs_per_core, MAX_GRID))
+    """grid_size over the device's cores (cube cores for kernels with tl.dot)."""
+    return grid_size(grid_cap(device, cube), n_tasks, programs_per_core)
+
+
+def dots_in_fp32(backend: str) -> bool:
+    """The DOT_FP32 constexpr of the attention kernels: the CPU interpreter computes bf16 tl.dot
+    wrongly (numpy has no bf16), so kernels cast dot operands to fp32 there."""
+    return backend == "cpu"
 
 
 def versions() -> dict:

@@ -347,7 +347,7 @@ def _kernel_args(p: Problem, config: dict):
         NUM_KV_HEADS=p.num_kv_heads, GQA=gqa, HEAD_SIZE=p.head_size,
         BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.lse is not None,
-        DOT_FP32=backend == "cpu", USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks)
+        DOT_FP32=_device.dots_in_fp32(backend), USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks)
     return args, constexprs, options, grid
 
 
@@ -536,7 +536,7 @@ def _ascend_cases(shape: dict, config: dict) -> list:
                   "BLOCK_D": max(16, next_pow2(d)), "BLOCK_M": block_m, "BLOCK_N": block_n,
                   "PAGE_SIZE": max(bs, 1), "PAGED": paged,
                   "HAS_SEQUSED": paged, "SOFTCAP": f["softcap"], "RETURN_LSE": f["lse"],
-                  "DOT_FP32": False, "USE_TMA": False, "PERSISTENT": True}
+                  "DOT_FP32": _device.dots_in_fp32("npu"), "USE_TMA": False, "PERSISTENT": True}
     label = ",".join(f"{k}={v}" for k, v in shape.items() if not isinstance(v, (list, dict)))
     label += f",tile={block_m}x{block_n}"
     return [ascend_check.KernelCase(OP, kern.flash_attention_kernel, sig, constexprs, config, label)]

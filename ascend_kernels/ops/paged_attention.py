@@ -174,10 +174,10 @@ CONFIGS = {
 }
 
 
-def _step_kv_bytes(dims: dict, config: dict, cores: int, elem: int) -> int:
+def _step_kv_bytes(dims: dict, config: dict, elem: int) -> int:
     """Bytes of the K and V tiles of one CUDA loop step (pages per step x page x head size)."""
-    ce = plan(dims, config, "cuda", cores)["constexprs"]
-    return 2 * ce["PAGES_PER_STEP"] * ce["BLOCK_N"] * ce["BLOCK_D"] * elem
+    return (2 * _pages_per_step(dims, config, "cuda") * next_pow2(dims["block_size"])
+            * max(16, next_pow2(dims["head_size"])) * elem)
 
 
 def _default_config(backend: str, p: Optional[Problem] = None) -> dict:
@@ -198,7 +198,7 @@ def _default_config(backend: str, p: Optional[Problem] = None) -> dict:
             smem = _device.properties(p.query.device)["smem_bytes"]
             if smem:  # fewer stages, then fewer pages per step, until the staged tiles fit
                 elem = p.key_cache.element_size()
-                while (cfg["num_stages"] - 1) * _step_kv_bytes(d, cfg, cores, elem) + SMEM_RESERVE > smem:
+                while (cfg["num_stages"] - 1) * _step_kv_bytes(d, cfg, elem) + SMEM_RESERVE > smem:
                     if cfg["num_stages"] > 2:
                         cfg["num_stages"] -= 1
                     elif cfg["grid_step_tokens"] > d["block_size"]:
@@ -239,17 +239,24 @@ def auto_splits(tasks: int, max_context: int, cores: int, target: int) -> int:
     return good[0] if good else max(candidates, key=fill)
 
 
+def _pages_per_step(dims: dict, config: dict, backend: str) -> int:
+    """Pages per loop step: grid_step_tokens // block_size rounded down to a power of two (the
+    kernel's tile is an arange of PAGES_PER_STEP * BLOCK_N rows), at most the table's width;
+    1 on Ascend (a multi-page tile is a gather there)."""
+    if backend == "npu":
+        return 1
+    bs = dims["block_size"]
+    pages = max(1, config.get("grid_step_tokens", bs) // bs)
+    return min(1 << (pages.bit_length() - 1), next_pow2(max(1, dims["max_blocks"])))
+
+
 def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0) -> dict:
     """Everything about a launch that follows from shapes and the config (never from data):
     constexprs of both kernels, number of splits, fixed pages per split, grid sizes."""
     s, h, kvh, hd = dims["num_seqs"], dims["num_heads"], dims["num_kv_heads"], dims["head_size"]
     bs, max_blocks = dims["block_size"], dims["max_blocks"]
     gqa = h // kvh
-    pages_per_step = 1
-    if backend != "npu":
-        pages_per_step = max(1, config.get("grid_step_tokens", bs) // bs)
-        # a power of two (the kernel's tile is an arange of PAGES_PER_STEP * BLOCK_N rows)
-        pages_per_step = min(1 << (pages_per_step.bit_length() - 1), next_pow2(max(1, max_blocks)))
+    pages_per_step = _pages_per_step(dims, config, backend)
     tasks = s * kvh
     pages_per_split = 0
     if split_size:
@@ -261,8 +268,8 @@ def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0
         num_splits = auto_splits(tasks, max_blocks * bs, cores, config.get("grid_split_target", 1))
     n_tasks = tasks * num_splits
     ppc = config.get("grid_programs_per_core", 1)
-    grid = max(1, min(n_tasks, cores * ppc, _device.MAX_GRID))
-    merge_grid = max(1, min(s * h, cores * ppc, _device.MAX_GRID))
+    grid = _device.grid_size(cores, n_tasks, ppc)
+    merge_grid = _device.grid_size(cores, s * h, ppc)
     return {
         "num_splits": num_splits, "pages_per_split": pages_per_split, "num_tasks": n_tasks,
         "grid": grid, "merge_grid": merge_grid,
@@ -302,7 +309,8 @@ def _launch(p: Problem, config: dict) -> None:
         kc.shape[0], p.block_table.shape[1],
         q.stride(0), q.stride(1), kc.stride(0), kc.stride(1), kc.stride(2),
         vc.stride(0), vc.stride(1), vc.stride(2), p.block_table.stride(0), o_stride_s, o_stride_h,
-        SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None, DOT_FP32=backend == "cpu",
+        SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None,
+        DOT_FP32=_device.dots_in_fp32(backend),
         **pl["constexprs"], **options)
     if ns > 1:
         merge_options = {k: v for k, v in options.items() if k != "num_stages"}
@@ -442,7 +450,8 @@ def _ascend_cases(shape: dict, config: dict) -> list:
         sig[name] = "i32"
     cases = [ascend_check.KernelCase(
         op=OP, kernel=kern.paged_attention_kernel, signature=sig,
-        constexprs={**pl["constexprs"], "SOFTCAP": softcap, "USE_ALIBI": alibi, "DOT_FP32": False},
+        constexprs={**pl["constexprs"], "SOFTCAP": softcap, "USE_ALIBI": alibi,
+                    "DOT_FP32": _device.dots_in_fp32("npu")},
         config=config, label=label + f",splits={ns}")]
     if ns > 1:
         msig = {"part_ptr": "*fp32", "lse_ptr": "*fp32", "out_ptr": f"*{dtype}", "num_rows": "i32",
