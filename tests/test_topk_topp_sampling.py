@@ -211,9 +211,10 @@ def test_unchecked_bad_tensor_values_turn_the_filter_off():
     torch.manual_seed(4)
     logits = torch.randn(4, 30) * 2
     seeds = _seeds(4)
-    bad = dict(top_k=torch.tensor([-3, 4, 4, 4]), top_p=torch.tensor([0.9, 0.0, float("nan"), 0.9]),
+    # int64 top_k past int32 (2**32 + 5 must not wrap to 5): off, as any k >= vocab
+    bad = dict(top_k=torch.tensor([-3, 2 ** 32 + 5, 4, 4]), top_p=torch.tensor([0.9, 0.0, float("nan"), 0.9]),
                temperature=torch.tensor([1.0, 1.0, 1.0, -2.0]))
-    off = dict(top_k=torch.tensor([0, 4, 4, 4]), top_p=torch.tensor([0.9, 1.0, 1.0, 0.9]),
+    off = dict(top_k=torch.tensor([0, 0, 4, 4]), top_p=torch.tensor([0.9, 1.0, 1.0, 0.9]),
                temperature=torch.tensor([1.0, 1.0, 1.0, 1.0]))
     tok, probs = OP(logits, seeds=seeds, return_probs=True, **bad)
     want_tok, want = OP(logits, seeds=seeds, return_probs=True, **off)

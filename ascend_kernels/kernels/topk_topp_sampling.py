@@ -527,7 +527,8 @@ def sampling_kernel(
         row_ptr = logits_ptr + row64 * stride_row
         k = 0
         if HAS_K:
-            k = tl.cast(_row_param(top_k_ptr, row, top_k_val, K_TENSOR), tl.int32)
+            # clamped before the int32 cast: an int64 k past int32 must not wrap (>= vocab: off)
+            k = tl.cast(tl.minimum(_row_param(top_k_ptr, row, top_k_val, K_TENSOR), vocab), tl.int32)
         p = 1.0
         if HAS_P:
             p = tl.cast(_row_param(top_p_ptr, row, top_p_val, P_TENSOR), tl.float32)
