@@ -321,3 +321,16 @@ def test_ascend_compile_check_lowers_the_kernels(tmp_path, monkeypatch):
     for res in ac.check_cases(cases, timeout=300, use_cache=False):
         assert res.lowered, res.error
         assert res.fits, f"{res.kernel}: UB estimate {res.ub_bytes}"
+
+
+def test_fallback_path_with_and_without_probs(monkeypatch):
+    """The PyTorch fallback draws the same tokens whether or not probabilities are asked for
+    (they are only computed when asked)."""
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "fallback")
+    torch.manual_seed(8)
+    logits = torch.randn(3, 50) * 2
+    kw = dict(top_k=7, top_p=0.8, temperature=0.7, seeds=_seeds(3))
+    tok = OP(logits, **kw)
+    tok2, probs = OP(logits, return_probs=True, **kw)
+    assert torch.equal(tok, tok2) and tok.dtype == torch.int64 and tok.shape == (3,)
+    torch.testing.assert_close(probs.double(), _ref_probs(logits, top_k=7, top_p=0.8, temperature=0.7))

@@ -239,16 +239,15 @@ def _run(p: Problem):
     args = dict(top_k=p.top_k if p.top_k is not None else p.top_k_val,
                 top_p=p.top_p if p.top_p is not None else p.top_p_val,
                 temperature=p.temperature if p.temperature is not None else p.temperature_val,
-                seeds=p.seeds, return_probs=True)
+                seeds=p.seeds, return_probs=p.return_probs)
+    fn = ref.topk_topp_sampling
     if decision.backend == "npu":
         from ..fallback_atb import topk_topp_sampling as atb
 
-        tokens, probs = atb.topk_topp_sampling(p.logits, **args)
-    else:
-        tokens, probs = ref.topk_topp_sampling(p.logits, **args)
-    if not p.return_probs:
-        probs = probs.new_empty((0,))
-    return tokens, probs
+        fn = atb.topk_topp_sampling
+    if p.return_probs:
+        return fn(p.logits, **args)
+    return fn(p.logits, **args), p.logits.new_empty((0,), dtype=torch.float32)
 
 
 @opaque_op("ascend_kernels::topk_topp_sampling", mutates_args=())
