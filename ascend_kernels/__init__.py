@@ -1,11 +1,12 @@
 """ascend_kernels: Triton kernels for LLM serving on Ascend NPUs (and NVIDIA GPUs).
 
-Importing the package first decides whether CPU tensors run the Triton kernels through the
-interpreter (see launcher/device.py), so import it before triton.
+Importing the package decides, once, whether CPU tensors may run the Triton kernels through
+the interpreter (opt-in: ASCEND_KERNELS_INTERPRET=1 before import; see launcher/device.py).
 """
 from .launcher import device as _device  # noqa: F401  (must run before anything imports triton)
 from .launcher.device import backend_of, versions
-from .launcher.dispatch import Decision, explain, op_names
+from .launcher.dispatch import Decision
+from .launcher.op import explain, op_names
 from .ops.flash_attention import flash_attention
 from .ops.paged_attention import paged_attention
 from .ops.reshape_and_cache import reshape_and_cache

@@ -8,7 +8,7 @@ import sys
 import torch
 
 from . import __version__
-from .launcher import autotune, device as _device, dispatch
+from .launcher import autotune, device as _device, dispatch, op as _op
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
 
@@ -38,7 +38,7 @@ def cmd_env(args) -> int:
         count = getattr(torch, dev.type).device_count()
         for i in range(count):
             props = _device.properties(torch.device(dev.type, i))
-            print(f"{'device ' + str(i):16s} {props['name']}: {props['num_cores']} cores, "
+            print(f"{'device ' + str(i):16s} {props['name']}: {props['num_aicore']} cores, "
                   f"ub {props['ub_bytes'] or '-'} bytes")
     print(f"{'forced path':16s} {dispatch.forced_backend()} ({dispatch.BACKEND_ENV})")
     cache = autotune.cache_dir()
@@ -60,11 +60,13 @@ def cmd_env(args) -> int:
 
 
 def cmd_explain(args) -> int:
-    spec = dispatch.get_spec(args.op)
+    from .bench import problems
+
+    spec = _op.get(args.op)
     device = torch.device(args.device) if args.device else _device.default_device()
     shape = _parse_shape(args.shape)
     try:
-        problem = spec.make_problem(shape, device, DTYPES[args.dtype])
+        problem = problems.make(args.op, shape, device, DTYPES[args.dtype])
     except KeyError as exc:
         print(f"explain {args.op}: the shape needs {exc} (pass --shape {exc.args[0]}=N)", file=sys.stderr)
         return 2
@@ -76,20 +78,22 @@ def cmd_explain(args) -> int:
 
 
 def _add_optional_commands(sub) -> None:
-    """bench/tune (bench package) and check (triton-ascend's adapter) plug in here."""
+    """check (triton-ascend's adapter), bench and tune plug in here."""
     from . import ascend_check
 
-    p = sub.add_parser("check", help="lower every kernel x Ascend config through triton-ascend's adapter")
+    p = sub.add_parser("check", help="lower every kernel x Ascend config through triton-ascend's adapter "
+                                     "and read the IR (results cached; failing configs pruned)")
     ascend_check.add_check_arguments(p)
     p.set_defaults(func=ascend_check.run_check)
-    from bench import runner
+    from . import tuning
+    from .bench import runner
 
     p = sub.add_parser("bench", help="time every op against the fallback and the peers")
     runner.add_bench_arguments(p)
     p.set_defaults(func=runner.run_bench)
     p = sub.add_parser("tune", help="autotune block sizes on this device and store them")
-    runner.add_tune_arguments(p)
-    p.set_defaults(func=runner.run_tune)
+    tuning.add_tune_arguments(p)
+    p.set_defaults(func=tuning.run_tune)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -99,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("env", help="backend, devices, versions, tuning cache")
     p.set_defaults(func=cmd_env)
     p = sub.add_parser("explain", help="which path (triton or fallback) an op takes for a shape, and why")
-    p.add_argument("op", choices=dispatch.op_names())
+    p.add_argument("op", choices=_op.op_names())
     p.add_argument("--shape", nargs="*", default=[], metavar="NAME=VALUE",
                    help="shape parameters, as in the bench suites (e.g. tokens=8192 kv_heads=8)")
     p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")

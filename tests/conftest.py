@@ -1,7 +1,13 @@
+import os
+import zlib
+
 import pytest
 
-import ascend_kernels  # noqa: F401  (before torch/triton users: turns the interpreter on for CPU)
-import torch
+# CPU tensors run the real Triton kernels through the interpreter: opted in before the first
+# import of ascend_kernels (and of triton, which it imports)
+os.environ.setdefault("ASCEND_KERNELS_INTERPRET", "1")
+import ascend_kernels  # noqa: E402,F401
+import torch  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -17,7 +23,8 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_env(tmp_path, monkeypatch):
     """Each test gets its own tuning cache dir and no forced backend."""
     monkeypatch.setenv("ASCEND_KERNELS_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("ASCEND_KERNELS_BACKEND", "ASCEND_KERNELS_AUTOTUNE", "ASCEND_KERNELS_CHECK_BOUNDS"):
+    for var in ("ASCEND_KERNELS_BACKEND", "ASCEND_KERNELS_AUTOTUNE", "ASCEND_KERNELS_CHECK_BOUNDS",
+                "ASCEND_KERNELS_PA_SPLIT_SIZE"):
         monkeypatch.delenv(var, raising=False)
     from ascend_kernels.launcher import autotune
 
@@ -39,3 +46,15 @@ def poison_like(t: torch.Tensor) -> torch.Tensor:
     if t.dtype.is_floating_point:
         return torch.full_like(t, float("nan"))
     return torch.full_like(t, -7)
+
+
+def seed_of_test(offset: int = 0) -> int:
+    """A seed that reproduces from the running test's id (Python's hash() is salted per
+    process), plus `offset` for a second independent draw in one test."""
+    nodeid = os.environ.get("PYTEST_CURRENT_TEST", "").rsplit(" (", 1)[0]
+    return zlib.crc32(nodeid.encode()) + offset
+
+
+@pytest.fixture
+def seed(request) -> int:
+    return zlib.crc32(request.node.nodeid.encode())

@@ -3,9 +3,9 @@ import json
 
 import torch
 
-from bench import providers as prov
-from bench import runner
-from bench.suites import shapes_for
+from ascend_kernels.bench import problems, providers as prov
+from ascend_kernels.bench import runner
+from ascend_kernels.bench.suites import shapes_for
 
 ROOF = {"copy_GBps": 10.0, "matmul_TFLOPs": 0.1, "matmul": "fixed for the test"}
 
@@ -123,22 +123,21 @@ def test_suites_parse_and_hold_the_model_configs():
 
 
 def test_shapes_for_feed_make_problem():
-    from ascend_kernels.launcher import autotune, dispatch
+    from ascend_kernels.launcher import autotune, op as _op
 
-    for op in dispatch.op_names():
+    for op in _op.op_names():
         if op not in prov.OPS:
             continue
-        spec = dispatch.get_spec(op)
+        spec = _op.get(op)
         shapes = shapes_for(op, "quick")
         assert shapes and all("dtype" in s for s in shapes)
-        if spec.make_problem is not None:
-            p = spec.make_problem(shapes[0], torch.device("cpu"), getattr(torch, shapes[0]["dtype"]))
-            assert autotune.key_of(spec, p)
+        p = problems.make(op, shapes[0], "cpu", getattr(torch, shapes[0]["dtype"]))
+        assert autotune.key_of(spec, p)
 
 
-def test_sampler_check_rejects_ids_outside_the_set():
+def test_sampler_check_rejects_ids_outside_the_set(seed):
     mod = prov.op_module("topk_topp_sampling")
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     x = mod.make_inputs({"batch": 3, "vocab": 100, "top_k": 5, "top_p": 0.9, "temperature": 0.7},
                         torch.device("cpu"), torch.float32)
     e = mod.oracle(x)
@@ -181,19 +180,20 @@ def test_plot_or_message(tmp_path, capsys):
 def test_tune_on_cpu_and_export(tmp_path, monkeypatch, capsys):
     import argparse
 
-    from ascend_kernels.launcher import autotune, device as _device, dispatch
+    from ascend_kernels import tuning
+    from ascend_kernels.launcher import autotune, device as _device, op
 
     parser = argparse.ArgumentParser()
-    runner.add_tune_arguments(parser)
+    tuning.add_tune_arguments(parser)
     args = parser.parse_args(["--suite", "quick", "--op", "reshape_and_cache", "--device", "cpu",
                               "--no-progress", "--export"])
     # a tuned entry as a GPU tune would leave it, then --export writes the shipped file
-    spec = dispatch.get_spec("reshape_and_cache")
+    spec = op.get("reshape_and_cache")
     tab = autotune.table("cpu", _device.device_name(torch.device("cpu")))
     tab.store(spec, "tokens~8", {"BLOCK_H": 8, "grid_programs_per_core": 1}, 0.5)
     tab.save()
     monkeypatch.setattr(autotune, "SHIPPED_DIR", tmp_path / "tuned")
-    assert runner.run_tune(args) == 0
+    assert tuning.run_tune(args) == 0
     out = capsys.readouterr().out
     assert "| reshape_and_cache |" in out and "nothing to time" in out
     (path,) = (tmp_path / "tuned").glob("*.json")

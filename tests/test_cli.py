@@ -50,6 +50,14 @@ def test_subcommands_are_wired(command, capsys):
     assert "--op" in capsys.readouterr().out
 
 
+def test_check_help_names_the_cache_pruning_and_outputs(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["check", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert "cached" in out and "pruned" in out and "stdout" in out
+    assert "--out PATH" in out and "--dump-ir DIR" in out and "--jobs" in out
+
+
 def test_shipped_defaults_file_is_well_formed():
     files = list(autotune.SHIPPED_DIR.glob("*.json"))
     assert files

@@ -1,18 +1,17 @@
-"""flash_attention: Triton kernel (interpreter on CPU) against the float64 reference, the ATB
-fallback against a fake torch_npu, argument errors, dispatch reasons, the custom op."""
+"""flash_attention: Triton kernel (interpreter on CPU) against the float64 reference, argument
+errors, dispatch reasons, the custom op (the ATB fallback: tests/test_fallback_atb.py)."""
 import math
-import sys
-import types
 
 import pytest
 import torch
 
 import ascend_kernels
-from ascend_kernels.fallback_atb import flash_attention as atb
+from ascend_kernels.launcher import configs
+from ascend_kernels.launcher.op import force_config
 from ascend_kernels.ops import flash_attention as fa
 from ascend_kernels.reference import flash_attention as ref
 
-from .conftest import poison_like
+from .conftest import poison_like, seed_of_test
 
 I32 = torch.int32
 
@@ -25,7 +24,7 @@ def make_case(lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.float16, b
               device="cpu", seed=0):
     """Fresh random inputs (never zeros). Paged: shuffled pages plus spare ones, block-table
     entries past a sequence's pages point at a real page too (they must not be read)."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed_of_test(seed))
 
     def rnd(*shape):
         return torch.randn(*shape, generator=g).to(dtype=dtype, device=device)
@@ -63,12 +62,8 @@ def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding
               block_table=case.get("block_table"), causal=causal, window_left=window_left,
               window_right=window_right, sliding_window=sliding_window, softcap=softcap, out=out,
               return_lse=True)
-    if config is None:
+    with force_config("flash_attention", config or {}):
         o, lse = ascend_kernels.flash_attention(q, case["k"], case["v"], **kw)
-    else:
-        p = fa._prepare(q, case["k"], case["v"], **kw)
-        fa._launch(p, {**fa._default_config(q.device.type, p), **config})
-        o, lse = p.out, p.lse
     assert o is out
     wl, wr = fa.resolve_window(causal, window_left, window_right, sliding_window)
     ro, rl = ref.flash_attention(q, case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
@@ -154,7 +149,7 @@ def test_out_none_and_no_lse():
 
 def test_strided_q_and_kv():
     # q/k/v as slices of a fused qkv tensor: token strides larger than heads * head_size
-    g = torch.Generator().manual_seed(3)
+    g = torch.Generator().manual_seed(seed_of_test(3))
     qkv = torch.randn(70, 4, 64, generator=g).half()
     q, k, v = qkv[:, :2], qkv[:, 2:3], qkv[:, 3:4]
     case = {"q": q, "k": k, "v": v, "cu_seqlens_q": _cu([30, 40], "cpu"), "max_seqlen_q": 40,
@@ -317,110 +312,8 @@ def test_custom_op_fake_and_schema():
     out = torch.empty_like(q)
     torch.library.opcheck(torch.ops.ascend_kernels.flash_attention.default,
                           (q, k, v, kw["cu_seqlens_q"], 8, kw["cu_seqlens_k"], None, None, 0.125,
-                           -1, 0, 0.0, out, True),
+                           -1, 0, 0.0, out, True, torch.empty(q.shape[1], q.shape[0])),
                           test_utils=("test_schema", "test_faketensor"))
-
-
-# ---------------------------------------------------------------- ATB fallback, fake torch_npu
-
-def _fake_torch_npu(calls):
-    """npu_fused_infer_attention_score as documented, in PyTorch, for input_layout TND:
-    cumulative actual_seq_lengths (q; kv too unless paged, where they are per sequence),
-    sparse_mode 0 (no mask) / 3 (rightDownCausal) / 4 (band: pre_tokens before, next_tokens after
-    the bottom-right aligned diagonal), the compressed 2048 mask for 3 and 4, paged K/V as
-    [num_blocks, block_size, N_kv * D] with block_table, softmax_lse [T, N, 1]."""
-    def fia(query, key, value, *, atten_mask=None, actual_seq_lengths=None, actual_seq_lengths_kv=None,
-            block_table=None, num_heads=1, scale=1.0, pre_tokens=2147483647, next_tokens=2147483647,
-            input_layout="BSH", num_key_value_heads=0, sparse_mode=0, inner_precise=0, block_size=0,
-            softmax_lse_flag=False):
-        calls.append(dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                          paged=block_table is not None))
-        assert input_layout == "TND" and query.dim() == 3
-        assert isinstance(actual_seq_lengths, list) and isinstance(actual_seq_lengths_kv, list)
-        if sparse_mode in (3, 4):
-            assert atten_mask is not None and atten_mask.shape == (2048, 2048)
-        else:
-            assert sparse_mode == 0 and atten_mask is None
-        T, N, D = query.shape
-        kvh = num_key_value_heads or N
-        out = torch.empty_like(query)
-        lse = torch.empty(T, N, 1, dtype=torch.float32)
-        q_ends = actual_seq_lengths
-        for b, q_end in enumerate(q_ends):
-            q_beg = q_ends[b - 1] if b else 0
-            if block_table is not None:
-                sk = actual_seq_lengths_kv[b]
-                nb = -(-sk // block_size)
-                kk = key[block_table[b, :nb].long()].reshape(-1, kvh, D)[:sk]
-                vv = value[block_table[b, :nb].long()].reshape(-1, kvh, D)[:sk]
-            else:
-                k_beg = actual_seq_lengths_kv[b - 1] if b else 0
-                kk, vv = key[k_beg:actual_seq_lengths_kv[b]], value[k_beg:actual_seq_lengths_kv[b]]
-                sk = kk.shape[0]
-            sq = q_end - q_beg
-            qq = query[q_beg:q_end].double()
-            kk = kk.double().repeat_interleave(N // kvh, 1)
-            vv = vv.double().repeat_interleave(N // kvh, 1)
-            s = torch.einsum("qhd,khd->hqk", qq, kk) * scale
-            i = torch.arange(sq)[:, None] + sk - sq
-            j = torch.arange(sk)[None, :]
-            if sparse_mode == 3:
-                keep = j <= i
-            elif sparse_mode == 4:
-                keep = (j >= i - pre_tokens) & (j <= i + next_tokens)
-            else:
-                keep = torch.ones(sq, sk, dtype=torch.bool)
-            s = s.masked_fill(~keep, float("-inf"))
-            m = torch.logsumexp(s, -1)
-            out[q_beg:q_end] = torch.einsum("hqk,khd->qhd", torch.softmax(s, -1), vv).to(query.dtype)
-            lse[q_beg:q_end, :, 0] = m.transpose(0, 1).float()
-        return out, (lse if softmax_lse_flag else torch.empty(1))
-
-    return types.SimpleNamespace(npu_fused_infer_attention_score=fia)
-
-
-def _atb_vs_ref(case, wl, wr, softcap=0.0):
-    out = poison_like(case["q"])
-    o, lse = atb.flash_attention(case["q"], case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
-                                 case.get("seqused_k"), case.get("block_table"), 0.125, wl, wr, softcap,
-                                 out=out, return_lse=True)
-    ro, rl = ref.flash_attention(case["q"], case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
-                                 case.get("seqused_k"), case.get("block_table"), 0.125, wl, wr, softcap,
-                                 out=torch.empty(case["q"].shape, dtype=torch.float64), return_lse=True,
-                                 compute_dtype=torch.float64)
-    torch.testing.assert_close(o.double(), ro, atol=3e-3, rtol=3e-3)
-    torch.testing.assert_close(lse, rl, atol=1e-4, rtol=1e-4)
-
-
-@pytest.mark.parametrize("wl,wr,mode", [(-1, -1, 0), (-1, 0, 3), (24, 0, 4), (10, 5, 4), (-1, 6, 4), (9, -1, 4)])
-@pytest.mark.parametrize("paged", [False, True])
-def test_atb_fallback_with_fake_torch_npu(monkeypatch, wl, wr, mode, paged):
-    calls = []
-    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
-    case = make_case([20, 33], [40, 33], 4, 2, 64, block_size=16 if paged else None)
-    _atb_vs_ref(case, wl, wr)
-    assert len(calls) == 1 and calls[0]["sparse_mode"] == mode and calls[0]["paged"] == paged
-    if mode == 4:
-        assert calls[0]["pre_tokens"] == (wl if wl >= 0 else 2147483647)
-        assert calls[0]["next_tokens"] == (wr if wr >= 0 else 2147483647)
-
-
-@pytest.mark.parametrize("what", ["softcap", "empty_rows", "head_size", "seqused_varlen"])
-def test_atb_fallback_sends_unsupported_to_reference(monkeypatch, what):
-    calls = []
-    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
-    softcap, d, lens_k = 0.0, 64, [40, 33]
-    if what == "softcap":
-        softcap = 5.0
-    elif what == "empty_rows":
-        lens_k = [10, 33]
-    elif what == "head_size":
-        d = 72
-    case = make_case([20, 33], lens_k, 2, 1, d)
-    if what == "seqused_varlen":
-        case["seqused_k"] = torch.tensor([30, 20], dtype=I32)
-    _atb_vs_ref(case, -1, 0, softcap)
-    assert calls == []
 
 
 # ---------------------------------------------------------------- GPU (device machine)
@@ -453,10 +346,10 @@ def test_gpu_torch_compile_fullgraph():
 @pytest.mark.parametrize("multibuffer", [True, False])
 def test_npu_tiles_shrink_to_fit_the_unified_buffer(head_size, multibuffer):
     """Every Ascend config, whatever the head size, launches tiles whose estimated step fits."""
-    for config in fa.CONFIGS["npu"]:
+    for config in configs.search_space("flash_attention", "npu"):
         config = dict(config, multibuffer=multibuffer)
-        m, n = fa._tiles("npu", config, head_size, 0)
+        m, n = fa.tiles("npu", config, head_size, 0)
         assert 16 <= m <= config["BLOCK_M"] and 16 <= n <= config["BLOCK_N"]
-        assert fa._npu_step_bytes(m, n, head_size, multibuffer) <= fa.NPU_UB_BUDGET
-        assert fa._tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
-    assert fa._tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most
+        assert fa.npu_step_bytes(m, n, head_size, multibuffer) <= fa.NPU_UB_BUDGET
+        assert fa.tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
+    assert fa.tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most

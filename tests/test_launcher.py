@@ -5,60 +5,73 @@ import pytest
 import torch
 
 import ascend_kernels as ak
-from ascend_kernels.launcher import autotune, device, dispatch
-from ascend_kernels.ops import reshape_and_cache as rac
+from ascend_kernels import backends
+from ascend_kernels.bench import problems
+from ascend_kernels.launcher import autotune, configs, device, op
 
 
 def _problem(tokens=5):
-    return rac._make_problem({"tokens": tokens, "kv_heads": 1, "head_size": 16, "block_size": 16},
-                             torch.device("cpu"), torch.float32)
+    return problems.make("reshape_and_cache", {"tokens": tokens, "kv_heads": 1, "head_size": 16,
+                                               "block_size": 16}, "cpu", torch.float32)
 
 
-def test_interpreter_is_on_without_accelerator():
+def test_interpreter_is_on_when_asked_for():
     if torch.cuda.is_available():
         pytest.skip("a GPU is present: the interpreter stays off")
     assert device.INTERPRETER_ON, device.interpreter_reason()
     assert device.backend_of(torch.empty(1)) == "cpu"
     assert device.triton_runs_on("cpu")[0]
-    assert device.properties(torch.device("cpu"))["num_cores"] >= 1
+    assert device.properties(torch.device("cpu"))["num_aicore"] >= 1
 
 
 def test_bucket_and_key():
     assert [autotune.bucket(n) for n in (0, 1, 2, 3, 5, 8, 9, 8192, 8193)] == [0, 1, 2, 4, 8, 8, 16, 8192, 16384]
-    spec = dispatch.get_spec("reshape_and_cache")
-    assert autotune.key_of(spec, _problem(5)) == autotune.key_of(spec, _problem(7))
-    assert autotune.key_of(spec, _problem(5)) != autotune.key_of(spec, _problem(9))
+    defn = op.get("reshape_and_cache")
+    assert autotune.key_of(defn, _problem(5)) == autotune.key_of(defn, _problem(7))
+    assert autotune.key_of(defn, _problem(5)) != autotune.key_of(defn, _problem(9))
 
 
 def test_split_config_per_backend():
     config = {"BLOCK_H": 4, "num_warps": 8, "num_stages": 2, "multibuffer": True, "grid_programs_per_core": 2}
-    assert autotune.split_config(config, "cuda") == ({"BLOCK_H": 4}, {"num_warps": 8, "num_stages": 2})
-    assert autotune.split_config(config, "npu") == ({"BLOCK_H": 4}, {"multibuffer": True})
-    assert autotune.split_config(config, "cpu") == ({"BLOCK_H": 4}, {})
+    assert configs.split_config(config, "cuda") == ({"BLOCK_H": 4}, {"num_warps": 8, "num_stages": 2})
+    assert configs.split_config(config, "npu") == ({"BLOCK_H": 4}, {"multibuffer": True})
+    assert configs.split_config(config, "cpu") == ({"BLOCK_H": 4}, {})
 
 
-def test_every_op_config_space_is_well_formed():
-    for name in dispatch.op_names():
-        spec = dispatch.get_spec(name)
-        for backend, configs in spec.configs.items():
-            assert backend in device.BACKENDS and configs, (name, backend)
-            for config in configs:
-                if backend == "npu":  # Ascend configs carry no num_warps/num_stages
-                    assert "num_warps" not in config and "num_stages" not in config, (name, config)
+@pytest.mark.parametrize("backend", backends.NAMES)
+@pytest.mark.parametrize("name", op.op_names())
+def test_every_search_space_is_well_formed(name, backend):
+    space = configs.search_space(name, backend)
+    assert space and all(c not in space[:i] for i, c in enumerate(space))
+    keys = set(configs.default_config(name, backend, {}))
+    for config in space:
+        assert set(config) == keys, (config, keys)  # the heuristic and the space name the same knobs
+        if backend == "npu":  # Ascend configs carry no num_warps/num_stages
+            assert "num_warps" not in config and "num_stages" not in config, config
 
 
-def test_tune_persists_and_is_looked_up(monkeypatch):
-    spec = dispatch.get_spec("reshape_and_cache")
+def test_heuristic_rules_apply_in_order():
+    base = configs.default_config("flash_attention", "cuda", {"head_block": 256})
+    assert base["BLOCK_M"] == 64 and base["BLOCK_N"] == 32
+    hopper = configs.default_config("flash_attention", "cuda", {"head_block": 128, "tma": True})
+    assert (hopper["BLOCK_M"], hopper["BLOCK_N"], hopper["num_warps"]) == (128, 128, 8)
+    short = configs.default_config("flash_attention", "cuda",
+                                   {"head_block": 128, "tma": True, "short_prefill": True})
+    assert (short["BLOCK_M"], short["BLOCK_N"]) == (64, 64)
+    assert configs.default_config("paged_attention", "cuda", {"tasks_per_core": 0.5})["grid_step_tokens"] == 64
+
+
+def test_tune_persists_and_is_looked_up():
+    defn = op.get("reshape_and_cache")
     p = _problem()
-    monkeypatch.setitem(spec.configs, "cpu", [{"BLOCK_H": 1, "grid_programs_per_core": 1},
-                                              {"BLOCK_H": 2, "grid_programs_per_core": 2}])
-    best, timings = autotune.tune(spec, p)
+    space = [{"BLOCK_H": 1, "grid_programs_per_core": 1}, {"BLOCK_H": 2, "grid_programs_per_core": 2}]
+    best, timings = autotune.tune(defn, p, configs=space)
     assert len(timings) == 2 and all(isinstance(v, float) for v in timings.values())
     path = autotune.cache_file("cpu", device.device_name(p.device))
     data = json.loads(path.read_text())
     assert data["triton"] == device.TRITON_VERSION and data["ops"]["reshape_and_cache"]["entries"]
     autotune.reset()  # a new process: read back from disk
-    config, source = autotune.get_config(spec, "cpu", p)
+    config, source = autotune.get_config(defn, "cpu", p)
     assert config == best and source == "tuned cache"
     assert ak.explain("reshape_and_cache", p.key, p.value, p.key_cache, p.value_cache,
                       p.slot_mapping).config_source == "tuned cache"
@@ -83,37 +96,96 @@ def _write_cache(payload):
 ])
 def test_bad_cache_file_is_ignored_with_one_warning(payload, why):
     _write_cache(payload)
-    spec = dispatch.get_spec("reshape_and_cache")
+    defn = op.get("reshape_and_cache")
     p = _problem()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for _ in range(3):
-            config, source = autotune.get_config(spec, "cpu", p)
-    assert source == "heuristic" and config == spec.default_config("cpu", p)
+            config, source = autotune.get_config(defn, "cpu", p)
+    assert source == "heuristic" and config == configs.default_config(defn.name, "cpu", {})
     messages = [str(w.message) for w in caught if "ascend_kernels" in str(w.message)]
     assert len(messages) == 1 and why in messages[0], messages
 
 
 def test_shipped_defaults_are_used_when_no_user_cache(tmp_path, monkeypatch):
-    spec = dispatch.get_spec("reshape_and_cache")
+    defn = op.get("reshape_and_cache")
     p = _problem()
     monkeypatch.setattr(autotune, "SHIPPED_DIR", tmp_path / "tuned")
     (tmp_path / "tuned").mkdir()
     shipped = {"BLOCK_H": 2, "grid_programs_per_core": 3}
     autotune.shipped_file("cpu", device.device_name(p.device)).write_text(json.dumps({
         "format": 1, "backend": "cpu", "device": device.device_name(p.device), "triton": "any",
-        "ops": {spec.name: {"source": autotune.source_hash(spec),
-                            "entries": {autotune.key_of(spec, p): shipped}}}}))
-    assert autotune.get_config(spec, "cpu", p) == (shipped, "shipped defaults")
+        "ops": {defn.name: {"source": autotune.source_hash(defn, "cpu"),
+                            "entries": {autotune.key_of(defn, p): shipped}}}}))
+    assert autotune.get_config(defn, "cpu", p) == (shipped, "shipped defaults")
 
 
 def test_autotune_env_never_times_the_interpreter(monkeypatch):
     monkeypatch.setenv("ASCEND_KERNELS_AUTOTUNE", "1")
     monkeypatch.setattr(autotune, "tune", lambda *a, **k: pytest.fail("timed on the hot path"))
-    spec = dispatch.get_spec("reshape_and_cache")
-    assert autotune.get_config(spec, "cpu", _problem())[1] == "heuristic"
+    assert autotune.get_config(op.get("reshape_and_cache"), "cpu", _problem())[1] == "heuristic"
 
 
 def test_unknown_op_in_explain():
     with pytest.raises(ValueError, match="unknown op"):
         ak.explain("no_such_op")
+
+
+# --- the launch plan: cached per signature, never skipping a check --------------------------
+
+def _cache_args(dtype=torch.float16, device="cpu"):
+    p = problems.make("reshape_and_cache", {"tokens": 6, "kv_heads": 2, "head_size": 32, "block_size": 16},
+                      device, dtype)
+    return p.key, p.value, p.key_cache, p.value_cache, p.slot_mapping
+
+
+@pytest.mark.parametrize("backend", ["auto", "fallback"])
+def test_cached_signature_still_rejects_bad_inputs(backend, monkeypatch):
+    """After a good call has cached its plan, a value-free error is still raised before any
+    kernel runs: a wrong device, a wrong dtype, a non-contiguous head dimension (that last one
+    is no error: it takes the fallback, with the reason)."""
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", backend)
+    key, value, kc, vc, slots = _cache_args()
+    for _ in range(2):
+        ak.reshape_and_cache(key, value, kc, vc, slots)
+    assert len(ak.reshape_and_cache.plans) == 1
+    before = kc.clone()
+    with pytest.raises(TypeError, match="slot_mapping"):
+        ak.reshape_and_cache(key, value, kc, vc, slots.float())
+    with pytest.raises(TypeError, match="key must have dtype"):
+        ak.reshape_and_cache(key.to(torch.int16), value, kc, vc, slots)
+    with pytest.raises(ValueError, match="is on meta"):
+        ak.reshape_and_cache(key, value, kc, vc, slots.to("meta"))
+    assert torch.equal(kc, before)
+    wide = torch.empty(key.shape[0], key.shape[1], key.shape[2] * 2, dtype=key.dtype)[..., ::2]
+    wide.copy_(key)
+    if backend == "auto":
+        why = ak.explain("reshape_and_cache", wide, value, kc, vc, slots).reason
+        assert "not contiguous in head_size" in why
+    ak.reshape_and_cache(wide, value, kc, vc, slots)
+    assert len(ak.reshape_and_cache.plans) == 2
+
+
+def test_cached_plan_rebinds_every_call(seed):
+    """A replayed call writes the new call's tensors, not the first call's."""
+    torch.manual_seed(seed)
+    key, value, kc, vc, slots = _cache_args()
+    ak.reshape_and_cache(key, value, kc, vc, slots)
+    key2, value2 = torch.randn_like(key), torch.randn_like(value)
+    kc2, vc2 = torch.full_like(kc, float("nan")), torch.full_like(vc, float("nan"))
+    slots2 = slots.flip(0).contiguous()
+    ak.reshape_and_cache(key2, value2, kc2, vc2, slots2)
+    assert len(ak.reshape_and_cache.plans) == 1
+    for i, s in enumerate(slots2.tolist()):
+        assert torch.equal(kc2[s // 16, s % 16], key2[i]) and torch.equal(vc2[s // 16, s % 16], value2[i])
+
+
+def test_plans_follow_the_environment_and_tuning(monkeypatch):
+    args = _cache_args()
+    ak.reshape_and_cache(*args)
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "fallback")
+    ak.reshape_and_cache(*args)
+    assert len(ak.reshape_and_cache.plans) == 2
+    autotune.reset()  # new tuning results: plans are rebuilt
+    ak.reshape_and_cache(*args)
+    assert len(ak.reshape_and_cache.plans) == 1

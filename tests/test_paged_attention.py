@@ -1,16 +1,15 @@
 import math
-import sys
-import types
 
 import pytest
 import torch
 
 import ascend_kernels as ak
-from ascend_kernels.fallback_atb import paged_attention as atb
+from ascend_kernels.launcher import configs
+from ascend_kernels.launcher.op import force_config
 from ascend_kernels.ops import paged_attention as pa_op
 from ascend_kernels.reference.paged_attention import paged_attention as ref_pa
 
-from .conftest import devices, poison_like
+from .conftest import devices, poison_like, seed_of_test
 
 TOL = {torch.float32: 2e-3, torch.float16: 4e-3, torch.bfloat16: 2e-2}
 
@@ -19,7 +18,7 @@ def _inputs(num_seqs, kv_heads, gqa, head_size, block_size, lens, dtype, device,
             num_blocks=None, seed=0):
     """Random q and caches, a shuffled block table; entries past each length are garbage
     (out-of-range ids, negatives); cache slots past each length hold NaN/inf."""
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed_of_test(seed))
     lens = torch.tensor(lens, dtype=torch.int32)
     need = int(((lens + block_size - 1) // block_size).max().item()) if num_seqs else 0
     max_blocks = max_blocks or max(1, need + 1)
@@ -59,12 +58,8 @@ def _close(out, expect, dtype):
 
 def _run(q, kc, vc, bt, lens, config=None, **kw):
     """Through the public op (config None) or one launch of a given config."""
-    out = poison_like(q)
-    if config is None:
-        return ak.paged_attention(q, kc, vc, bt, lens, out=out, **kw)
-    p = pa_op._validate(q, kc, vc, bt, lens, out=out, **kw)
-    pa_op._launch(p, config)
-    return out
+    with force_config("paged_attention", config or {}):
+        return ak.paged_attention(q, kc, vc, bt, lens, out=poison_like(q), **kw)
 
 
 # --- matches the reference --------------------------------------------------------------------
@@ -142,10 +137,9 @@ def test_bad_lengths_and_page_ids_read_nothing_outside(device, pages_per_step):
     lens[1] = 10 ** 6                    # far past max_blocks * block_size
     bt[3, 0] = 10 ** 6                   # inside the length: out of range
     bt[3, 1] = -2
-    config = dict(pa_op.CONFIGS[device][0], grid_step_tokens=pages_per_step * bs)
     guarded = torch.full((q.shape[0] + 2, *q.shape[1:]), 7.0, dtype=q.dtype, device=device)
-    p = pa_op._validate(q, kc, vc, bt, lens, out=guarded[:q.shape[0]])
-    pa_op._launch(p, config)
+    with force_config("paged_attention", {"grid_step_tokens": pages_per_step * bs}):
+        ak.paged_attention(q, kc, vc, bt, lens, out=guarded[:q.shape[0]])
     assert (guarded[q.shape[0]:] == 7.0).all(), "wrote past out"
     _close(guarded[good], want[good], torch.float16)
 
@@ -155,19 +149,18 @@ def test_block_size_not_a_power_of_two(device):
     """block_size 24 with multi-page steps: pages per step round down to a power of two."""
     q, kc, vc, bt, lens = _inputs(3, 2, 2, 64, 24, [50, 24, 7], torch.float16, device)
     for step_tokens in (24, 72, 96):
-        config = dict(pa_op.CONFIGS[device][0], grid_step_tokens=step_tokens)
-        _close(_run(q, kc, vc, bt, lens, config=config), _expect(q, kc, vc, bt, lens), torch.float16)
+        _close(_run(q, kc, vc, bt, lens, config={"grid_step_tokens": step_tokens}), _expect(q, kc, vc, bt, lens), torch.float16)
 
 
 def test_split_choice_depends_on_shapes_only():
     dims = dict(num_seqs=1, num_heads=32, num_kv_heads=8, head_size=128, block_size=16, max_blocks=2048)
-    cfg = pa_op._default_config("cuda")
+    cfg = configs.default_config("paged_attention", "cuda", {})
     few = pa_op.plan(dims, cfg, "cuda", 132)
     many = pa_op.plan({**dims, "num_seqs": 64, "max_blocks": 256}, cfg, "cuda", 132)
     assert few["num_splits"] > 1 and many["num_splits"] == 1
     fixed = pa_op.plan(dims, cfg, "cuda", 132, split_size=1024)
     assert fixed["num_splits"] == 2048 * 16 // 1024 and fixed["pages_per_split"] == 64
-    for cfg in pa_op.CONFIGS["npu"]:  # Ascend: one page per step (multi-page tiles are gathers)
+    for cfg in configs.search_space("paged_attention", "npu"):  # Ascend: one page per step (multi-page tiles are gathers)
         assert pa_op.plan(dims, cfg, "npu", 20)["constexprs"]["PAGES_PER_STEP"] == 1
 
 
@@ -256,87 +249,6 @@ def test_registered_as_custom_op_with_fake():
     assert "Tensor(a5!) out" in schema
 
 
-# --- fallback_atb: argument translation, against a fake torch_npu -----------------------------
-
-def _fake_attend(q, k_pages, v_pages, length, num_kv_heads, scale):
-    """One sequence: q [H, D]; pages [n, bs, kvh, D] -> [H, D] (fp32)."""
-    h, d = q.shape
-    k = k_pages.reshape(-1, num_kv_heads, d)[:length].float()
-    v = v_pages.reshape(-1, num_kv_heads, d)[:length].float()
-    kv = torch.arange(h) // (h // num_kv_heads)
-    s = torch.einsum("hd,lhd->hl", q.float(), k[:, kv]) * scale
-    return torch.einsum("hl,lhd->hd", torch.softmax(s, -1), v[:, kv])
-
-
-def _fake_torch_npu(calls):
-    def _npu_paged_attention(query, key_cache, value_cache, num_kv_heads, num_heads, scale_value,
-                             block_table, context_lens, out):
-        calls.append("pa")
-        assert context_lens.device.type == "cpu" and context_lens.dtype == torch.int32
-        assert key_cache.shape[1] % 16 == 0 and query.shape[-1] <= 256
-        assert query.shape[1] == num_heads and key_cache.shape[2] == num_kv_heads
-        bs = key_cache.shape[1]
-        for i, n in enumerate(context_lens.tolist()):
-            used = block_table[i, : (n + bs - 1) // bs].long()
-            assert bool(((used >= 0) & (used < key_cache.shape[0])).all())
-            out[i] = float("nan") if n == 0 else _fake_attend(
-                query[i], key_cache[used], value_cache[used], n, num_kv_heads, scale_value).to(out.dtype)
-
-    def npu_fused_infer_attention_score(query, key, value, *, actual_seq_lengths_kv, num_heads,
-                                        num_key_value_heads, scale, input_layout, block_table,
-                                        block_size, sparse_mode=0):
-        calls.append("fia")
-        assert input_layout == "BSH" and isinstance(actual_seq_lengths_kv, list) and sparse_mode == 0
-        b, _, hd = query.shape
-        d = hd // num_heads
-        kc = key.reshape(key.shape[0], block_size, num_key_value_heads, d)
-        vc = value.reshape(value.shape[0], block_size, num_key_value_heads, d)
-        out = torch.empty_like(query)
-        for i, n in enumerate(actual_seq_lengths_kv):
-            used = block_table[i, : (n + block_size - 1) // block_size].long()
-            assert bool(((used >= 0) & (used < kc.shape[0])).all())
-            res = torch.full((num_heads, d), float("nan")) if n == 0 else _fake_attend(
-                query[i, 0].reshape(num_heads, d), kc[used], vc[used], n, num_key_value_heads, scale)
-            out[i, 0] = res.reshape(-1).to(out.dtype)
-        return out, None
-
-    return types.SimpleNamespace(_npu_paged_attention=_npu_paged_attention,
-                                 npu_fused_infer_attention_score=npu_fused_infer_attention_score)
-
-
-@pytest.mark.parametrize("block_size,head_size,path", [(16, 64, "pa"), (128, 128, "pa"), (24, 64, "fia"),
-                                                       (16, 320, "fia")])
-@pytest.mark.parametrize("host_lens", [True, False])
-def test_fallback_atb_translation(monkeypatch, block_size, head_size, path, host_lens):
-    calls = []
-    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
-    q, kc, vc, bt, lens = _inputs(4, 2, 2, head_size, block_size, [block_size + 3, 0, 1, 2 * block_size],
-                                  torch.float16, "cpu", seed=4)
-    kc, vc = kc.nan_to_num(0.0, 0.0, 0.0), vc.nan_to_num(0.0, 0.0, 0.0)  # the fake reads whole pages
-    out = poison_like(q)
-    scale = 0.11
-    atb.paged_attention(q, kc, vc, bt, lens, out, scale=scale,
-                        seq_lens_host=lens.clone() if host_lens else None)
-    assert calls == [path]
-    _close(out, _expect(q, kc, vc, bt, lens, scale=scale), torch.float16)
-    assert torch.equal(out[1], torch.zeros_like(out[1]))
-
-
-def test_fallback_atb_unsupported_options_use_reference(monkeypatch):
-    calls = []
-    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu(calls))
-    q, kc, vc, bt, lens = _inputs(2, 1, 2, 32, 16, [30, 7], torch.float16, "cpu")
-    for opts in (dict(softcap=5.0), dict(sliding_window=4), dict(alibi_slopes=torch.rand(2))):
-        out = poison_like(q)
-        atb.paged_attention(q, kc, vc, bt, lens, out, scale=0.2, **opts)
-        _close(out, _expect(q, kc, vc, bt, lens, scale=0.2, **opts), torch.float16)
-    q, kc, vc, bt, lens = _inputs(2, 1, 2, 32, 16, [30, 7], torch.float32, "cpu")  # ATB: fp16/bf16 only
-    out = poison_like(q)
-    atb.paged_attention(q, kc, vc, bt, lens, out, scale=0.2)
-    _close(out, _expect(q, kc, vc, bt, lens, scale=0.2), torch.float32)
-    assert calls == []
-
-
 # --- Ascend compile check: every kept config lowers, nothing scalarised in the page loop ------
 
 def test_ascend_compile_check(tmp_path, monkeypatch):
@@ -351,7 +263,8 @@ def test_ascend_compile_check(tmp_path, monkeypatch):
               dict(seqs=4, heads=28, kv_heads=4, head_size=96, block_size=32, context=2048,
                    softcap=30.0, alibi=True, split_size=512, dtype="float16"),
               dict(seqs=8, heads=8, kv_heads=8, head_size=64, block_size=128, context=1000)]
-    cases = [c for s in shapes for cfg in pa_op.CONFIGS["npu"] for c in pa_op._ascend_cases(s, cfg)]
+    cases = [c for s in shapes for cfg in configs.search_space("paged_attention", "npu")
+             for c in ac.op_cases("paged_attention", s, cfg)]
     results = ac.check_cases(cases, timeout=180, use_cache=False)
     for r in results:
         assert r.lowered, (r.kernel, r.label, r.error)
@@ -388,8 +301,10 @@ def test_gpu_large_and_graph_replay(block_size):
 
 
 def test_ascend_cases_skip_shapes_sent_to_the_fallback():
+    from ascend_kernels import ascend_check as ac
+
     big = dict(seqs=8, heads=16, kv_heads=8, head_size=256, block_size=128, context=4096)
-    assert pa_op._ascend_cases(big, pa_op.CONFIGS["npu"][0]) == []
+    assert ac.op_cases("paged_attention", big, configs.search_space("paged_attention", "npu")[0]) == []
 
 
 def test_cuda_default_config_fits_shared_memory(monkeypatch):
@@ -405,12 +320,12 @@ def test_cuda_default_config_fits_shared_memory(monkeypatch):
                                                        (64, 8, 4, 128, 256)]:
         q, kc, vc, bt, lens = _inputs(seqs, kv_heads, gqa, head_size, block_size,
                                       [3 * block_size] * seqs, torch.bfloat16, "cpu")
-        p = pa_op._validate(q, kc, vc, bt, lens)
-        cfg = pa_op._default_config("cuda", p)
+        p = pa_op.paged_attention.defn.prepare(q, kc, vc, bt, lens)
+        cfg = pa_op.fit_shared_memory(p, configs.default_config("paged_attention", "cuda", pa_op.features(p)))
         # at most grid_step_tokens (at least one page) of K and V, bf16, per staged step
         step_bytes = 2 * max(cfg["grid_step_tokens"], block_size) * head_size * 2
         assert (cfg["num_stages"] - 1) * step_bytes + pa_op.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
-        assert pa_op._capability("cuda", p)[0]
+        assert pa_op.capability("cuda", p)[0]
     q, kc, vc, bt, lens = _inputs(2, 2, 1, 256, 256, [300, 20], torch.float32, "cpu")
-    ok, why = pa_op._capability("cuda", pa_op._validate(q, kc, vc, bt, lens))
+    ok, why = pa_op.capability("cuda", pa_op.paged_attention.defn.prepare(q, kc, vc, bt, lens))
     assert not ok and "shared memory" in why

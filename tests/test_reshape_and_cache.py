@@ -1,11 +1,7 @@
-import sys
-import types
-
 import pytest
 import torch
 
 import ascend_kernels as ak
-from ascend_kernels.fallback_atb import reshape_and_cache as atb
 from ascend_kernels.reference.reshape_and_cache import quantize
 
 
@@ -183,41 +179,6 @@ def test_registered_as_custom_op_with_fake():
     key, kc = torch.randn(4, 2, 32), torch.randn(3, 16, 2, 32)
     torch.library.opcheck(op, (key, key.clone(), kc, kc.clone(), torch.tensor([0, 1, -1, 47]), None, None),
                           test_utils=("test_schema", "test_faketensor"))
-
-
-# --- fallback_atb: argument translation, against a fake torch_npu -----------------------------
-
-def _fake_torch_npu():
-    """torch_npu._npu_reshape_and_cache as documented: int32 slot_indices, all of them valid
-    (>= 0 and inside the cache); key/value [T, H, D] written to key_cache.view(-1, H, D)[slot]."""
-    def _npu_reshape_and_cache(key, value, key_cache, value_cache, slot_indices):
-        assert slot_indices.dtype == torch.int32, "ATB takes int32 slots"
-        n = key_cache.shape[0] * key_cache.shape[1]
-        assert bool(((slot_indices >= 0) & (slot_indices < n)).all()), "ATB has no padding"
-        assert key.shape[0] == slot_indices.numel() and key.dtype == key_cache.dtype
-        s = slot_indices.long()
-        key_cache.view(n, *key_cache.shape[2:])[s] = key
-        value_cache.view(n, *value_cache.shape[2:])[s] = value
-    return types.SimpleNamespace(_npu_reshape_and_cache=_npu_reshape_and_cache)
-
-
-@pytest.mark.parametrize("pattern", ["mixed", "all_padding", "none_padded"])
-@pytest.mark.parametrize("cache_dtype", [torch.float16, torch.int8])
-def test_fallback_atb_translation(monkeypatch, pattern, cache_dtype):
-    monkeypatch.setitem(sys.modules, "torch_npu", _fake_torch_npu())
-    heads, head_size, block_size, num_blocks = 2, 32, 16, 3
-    key = torch.randn(10, heads, head_size, dtype=torch.float16)
-    value = torch.randn(10, heads, head_size, dtype=torch.float16)
-    kc, vc = _caches(num_blocks, block_size, heads, head_size, cache_dtype, "cpu")
-    slots = _random_slots(8, num_blocks * block_size, torch.int64, "cpu",
-                          pad_every={"mixed": 3, "none_padded": 0, "all_padding": 1}[pattern])
-    if pattern == "mixed":
-        slots[-1] = 10_000  # past the cache: skipped like padding
-    scales = dict(k_scale=torch.tensor([0.01]), v_scale=torch.tensor([0.02])) if cache_dtype == torch.int8 else {}
-    ek, ev = kc.clone(), vc.clone()
-    ref_reshape_and_cache(key, value, ek, ev, slots, scales.get("k_scale"), scales.get("v_scale"))
-    atb.reshape_and_cache(key, value, kc, vc, slots, scales.get("k_scale"), scales.get("v_scale"))
-    assert torch.equal(kc, ek) and torch.equal(vc, ev)
 
 
 # --- GPU: large shapes and graph capture (run on the device machine) ----------------------------

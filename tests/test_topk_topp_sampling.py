@@ -4,26 +4,23 @@ The interpreter pays milliseconds per jit call, so rows are few and vocabularies
 chi-square tests draw a few hundred seeded rows each.
 """
 import math
-import sys
-import types
 
 import pytest
 import torch
 
 import ascend_kernels
-from ascend_kernels.ops import topk_topp_sampling as op
+from ascend_kernels.launcher import configs
+from ascend_kernels.launcher.op import force_config
 from ascend_kernels.reference import topk_topp_sampling as ref
 from tests.conftest import devices
 
 OP = ascend_kernels.topk_topp_sampling
-CPU_CFG = op.CONFIGS["cpu"][0]
-GENERAL_CFG = dict(CPU_CFG, USE_POOL=False)
+GENERAL_CFG = {"USE_POOL": False}
 
 
 def _launch(logits, config, **kw):
-    p = op._validate(logits, kw.get("top_k"), kw.get("top_p"), kw.get("temperature"),
-                     kw.get("seeds"), None, kw.get("return_probs", False))
-    return op._launch(p, config)
+    with force_config("topk_topp_sampling", config):
+        return OP(logits, **kw)
 
 
 def _ref_probs(logits, **kw):
@@ -43,8 +40,8 @@ def _seeds(n, device="cpu", offset=0):
 @pytest.mark.parametrize("device", devices())
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("params", ["k", "p", "kpt", "tensors", "none"])
-def test_probs_match_reference(device, dtype, params):
-    torch.manual_seed(hash((str(dtype), params)) % 1000)
+def test_probs_match_reference(device, dtype, params, seed):
+    torch.manual_seed(seed)
     b, v = 4, 45
     logits = (torch.randn(b, v) * 2).to(dtype).to(device)
     kw = {"k": dict(top_k=6), "p": dict(top_p=0.8), "kpt": dict(top_k=7, top_p=0.7, temperature=0.6),
@@ -65,12 +62,12 @@ def test_probs_match_reference(device, dtype, params):
 
 
 @pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_k=3, top_p=0.6, temperature=0.5), dict(top_p=0.7)])
-def test_pool_and_general_paths_agree(kw):
-    torch.manual_seed(3)
+def test_pool_and_general_paths_agree(kw, seed):
+    torch.manual_seed(seed)
     b, v = 5, 61
     logits = torch.randn(b, v) * 2
     seeds = _seeds(b)
-    t1, p1 = _launch(logits, CPU_CFG, seeds=seeds, return_probs=True, **kw)
+    t1, p1 = _launch(logits, {}, seeds=seeds, return_probs=True, **kw)
     t2, p2 = _launch(logits, GENERAL_CFG, seeds=seeds, return_probs=True, **kw)
     assert torch.equal(t1, t2)
     torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5)
@@ -82,8 +79,8 @@ def test_pool_and_general_paths_agree(kw):
     ("top_p", dict(top_p=0.75)),
     ("both+temperature", dict(top_k=5, top_p=0.8, temperature=0.7)),
 ])
-def test_chi_square_matches_filtered_distribution(name, kw):
-    torch.manual_seed(11)
+def test_chi_square_matches_filtered_distribution(name, kw, seed):
+    torch.manual_seed(seed)
     v, n = 10, 240
     base = torch.randn(1, v) * 1.2
     expected = ref.filtered(base, **kw)[0][0]
@@ -99,8 +96,8 @@ def test_chi_square_matches_filtered_distribution(name, kw):
 
 
 @pytest.mark.parametrize("device", devices())
-def test_greedy_and_top1_give_argmax(device):
-    torch.manual_seed(5)
+def test_greedy_and_top1_give_argmax(device, seed):
+    torch.manual_seed(seed)
     logits = torch.randn(4, 33) * 3
     logits[2, 5] = logits[2, 20] = logits[2].max() + 1.0  # tie: the first index wins
     logits = logits.to(device)
@@ -114,8 +111,8 @@ def test_greedy_and_top1_give_argmax(device):
     assert torch.equal(t1[[0, 1, 3]].cpu(), want[[0, 1, 3]]) and int(t1[2]) in (5, 20)
 
 
-def test_rows_are_independent_of_the_batch():
-    torch.manual_seed(7)
+def test_rows_are_independent_of_the_batch(seed):
+    torch.manual_seed(seed)
     v = 29
     row = torch.randn(1, v) * 1.5
     other = torch.randn(5, v) * 4
@@ -205,10 +202,10 @@ def test_bad_parameters_name_the_argument(monkeypatch):
         OP(torch.randn(2, 10).double())
 
 
-def test_unchecked_bad_tensor_values_turn_the_filter_off():
+def test_unchecked_bad_tensor_values_turn_the_filter_off(seed):
     """Without ASCEND_KERNELS_CHECK_BOUNDS no sync checks tensor values: a bad per-row value
     means 'off' for that row (never a NaN, never an id outside the vocabulary)."""
-    torch.manual_seed(4)
+    torch.manual_seed(seed)
     logits = torch.randn(4, 30) * 2
     seeds = _seeds(4)
     # int64 top_k past int32 (2**32 + 5 must not wrap to 5): off, as any k >= vocab
@@ -224,8 +221,8 @@ def test_unchecked_bad_tensor_values_turn_the_filter_off():
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float64])
-def test_parameter_tensors_of_any_float_dtype(dtype):
-    torch.manual_seed(6)
+def test_parameter_tensors_of_any_float_dtype(dtype, seed):
+    torch.manual_seed(seed)
     logits = torch.randn(3, 40) * 2
     kw = dict(top_p=torch.tensor([0.5, 0.9, 1.0], dtype=dtype),
               temperature=torch.tensor([0.5, 1.0, 2.0], dtype=dtype))
@@ -249,56 +246,9 @@ def test_empty_batch_and_vocab_one():
     assert tok.tolist() == [0, 0, 0] and torch.equal(probs, torch.ones(3, 1))
 
 
-def _fake_torch_npu():
-    """npu_top_k_top_p as documented: keep values >= the k-th largest (k in [1, 1024]), then
-    drop sorted tokens whose cumulative mass (ascending) is <= 1 - p, never the last."""
-    fake = types.ModuleType("torch_npu")
-    calls = []
-
-    def npu_top_k_top_p(logits, p, k):
-        calls.append((logits.dtype, p.dtype, k.dtype))
-        assert k.dtype == torch.int32 and p.dtype == logits.dtype
-        assert ((k >= 1) & (k <= 1024)).all()
-        s, idx = logits.sort(dim=-1, descending=False)
-        thr = s.gather(1, (s.shape[1] - k.long()).view(-1, 1))
-        s = s.masked_fill(s < thr, float("-inf"))
-        cs = s.float().softmax(dim=-1).cumsum(dim=-1)
-        mask = cs <= 1 - p.float().view(-1, 1)
-        mask[:, -1] = False
-        s = s.masked_fill(mask, float("-inf"))
-        return torch.empty_like(s).scatter_(1, idx, s)
-
-    fake.npu_top_k_top_p = npu_top_k_top_p
-    fake.calls = calls
-    return fake
-
-
-def test_fallback_atb_against_fake_torch_npu(monkeypatch):
-    from ascend_kernels.fallback_atb import topk_topp_sampling as atb
-
-    fake = _fake_torch_npu()
-    monkeypatch.setitem(sys.modules, "torch_npu", fake)
-    torch.manual_seed(2)
-    x = torch.randn(4, 37) * 2
-    kw = dict(top_k=torch.tensor([3, 8, 1, 20]), top_p=torch.tensor([0.9, 0.6, 1.0, 0.8]),
-              temperature=torch.tensor([1.0, 0.7, 1.0, 0.0]))
-    tok, probs = atb.topk_topp_sampling(x, seeds=_seeds(4), return_probs=True, **kw)
-    assert fake.calls, "npu_top_k_top_p was not used"
-    torch.testing.assert_close(probs.double(), _ref_probs(x, **kw), atol=1e-6, rtol=1e-5)
-    assert (probs.gather(1, tok[:, None]) > 0).all() and int(tok[3]) == int(x[3].argmax())
-    # outside npu_top_k_top_p's range (k off / > 1024, or no top_k): the reference
-    n_calls = len(fake.calls)
-    tok2, probs2 = atb.topk_topp_sampling(x, top_k=0, top_p=0.5, seeds=_seeds(4), return_probs=True)
-    assert len(fake.calls) == n_calls
-    torch.testing.assert_close(probs2.double(), _ref_probs(x, top_p=0.5), atol=1e-6, rtol=1e-5)
-    # scalars, fp16 logits
-    tok3 = atb.topk_topp_sampling(x.half(), top_k=5, top_p=0.9, temperature=0.8, seeds=_seeds(4))
-    assert ((tok3 >= 0) & (tok3 < 37)).all() and len(fake.calls) == n_calls + 1
-
-
 @pytest.mark.gpu
-def test_gpu_large_vocab_matches_reference():
-    torch.manual_seed(0)
+def test_gpu_large_vocab_matches_reference(seed):
+    torch.manual_seed(seed)
     for v in (128256, 151936):
         x = torch.randn(8, v, device="cuda") * 3
         for kw in (dict(top_k=50, top_p=0.9), dict(top_p=0.95, temperature=0.7), dict(top_k=700)):
@@ -315,19 +265,20 @@ def test_ascend_compile_check_lowers_the_kernels(tmp_path, monkeypatch):
     if not ok:
         pytest.skip(f"Ascend compile check unavailable: {why}")
     monkeypatch.setenv(ac.CACHE_ENV, str(tmp_path))
-    cfg = op.CONFIGS["npu"][0]
-    cases = op.ascend_cases({"batch": 64, "vocab": 128256, "dtype": "bfloat16"}, cfg)
+    cfg = configs.search_space("topk_topp_sampling", "npu")[0]
+    cases = ac.op_cases("topk_topp_sampling", {"batch": 64, "vocab": 128256, "dtype": "bfloat16",
+                                               "per_row": True}, cfg)
     assert {c.kernel_name for c in cases} == {"group_max_kernel", "sampling_kernel"}
     for res in ac.check_cases(cases, timeout=300, use_cache=False):
         assert res.lowered, res.error
         assert res.fits, f"{res.kernel}: UB estimate {res.ub_bytes}"
 
 
-def test_fallback_path_with_and_without_probs(monkeypatch):
+def test_fallback_path_with_and_without_probs(monkeypatch, seed):
     """The PyTorch fallback draws the same tokens whether or not probabilities are asked for
     (they are only computed when asked)."""
     monkeypatch.setenv("ASCEND_KERNELS_BACKEND", "fallback")
-    torch.manual_seed(8)
+    torch.manual_seed(seed)
     logits = torch.randn(3, 50) * 2
     kw = dict(top_k=7, top_p=0.8, temperature=0.7, seeds=_seeds(3))
     tok = OP(logits, **kw)

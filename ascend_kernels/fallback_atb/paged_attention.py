@@ -1,38 +1,102 @@
-"""paged_attention through torch_npu: argument translation only.
+"""paged_attention (decode) through torch_npu: argument translation only.
 
-- torch_npu._npu_paged_attention (ATB PagedAttention) where its limits allow: block_size a
-  multiple of 16, head_size <= 256, fp16/bf16.
-- otherwise npu_fused_infer_attention_score's decode path (paged: block_table + block_size,
-  input_layout "BSH", one query token per sequence).
-- softcap, alibi_slopes and sliding windows have no equivalent in either call as used here:
-  those calls run the plain-PyTorch reference on the device (reason: ATB has no softcap, and
-  ALiBi / band masks would need materialised masks).
+Paths, in order (`route(...)` names the one a call takes, with the reason):
+1. torch_npu._npu_paged_attention (ATB PagedAttention), where its limits allow
+   (`npu_paged_attention_reason`).
+2. torch_npu.npu_fused_infer_attention_score, decode: input_layout "BSH", one query token per
+   sequence, block_table + block_size (limits in fused_infer_attention.py).
+3. "reference": plain PyTorch on the device. Also for softcap, ALiBi and sliding windows, which
+   neither call expresses: _npu_paged_attention runs with maskType UNDEFINED and no mask input
+   (Ascend/op-plugin op_plugin/ops/atb/PagedAttentionAtb.cpp), and FIA ignores sparse_mode,
+   pre_tokens and next_tokens when Q_S is 1 (FIA docs, sparse_mode / pre_tokens).
+When ATB's library is missing the first _npu_paged_attention call raises OSError; that call and
+every later one take the next path, with the reason (see _npu.py).
 
-Both torch_npu calls take the context lengths on the HOST: seq_lens_host is used when given,
-otherwise seq_lens is copied to the host (a sync; the documented cost of not passing it).
-Table entries past each sequence's pages are zeroed on the device first (ATB is never shown
-garbage ids), and rows with seq_len 0 are zeroed after the call.
+Both torch_npu calls take the context lengths on the HOST: seq_lens_host when given, otherwise
+a copy of seq_lens (a device->host sync, the documented cost of not passing it). Lengths are
+clamped to >= 1 and rows with seq_len 0 zeroed after the call, because how either operator
+treats a context length of 0 is not documented. Table entries past each sequence's pages are
+replaced by block 0 on the device first, so the operators never see garbage ids (ATB: "block_tables
+中元素的值须在[0, num_blocks)之间"; FIA: block ids are not validated, the caller must keep them valid).
 """
 from __future__ import annotations
+
+from typing import Optional
 
 import torch
 
 from ..reference.paged_attention import paged_attention as _reference
+from . import _npu
+from .fused_infer_attention import npu_fused_infer_attention_score_reason
 
-ATB_MAX_HEAD_SIZE = 256
+ATB_PA = "_npu_paged_attention"
+FIA = "npu_fused_infer_attention_score"
 
 
-def uses_atb_paged_attention(block_size: int, head_size: int, dtype: torch.dtype) -> bool:
-    return block_size % 16 == 0 and head_size <= ATB_MAX_HEAD_SIZE and dtype in (torch.float16,
-                                                                                  torch.bfloat16)
+def npu_paged_attention_reason(query, key_cache, value_cache, out=None) -> Optional[str]:
+    """None when torch_npu._npu_paged_attention takes these tensors, else the limit (one line).
+
+    query [B, N, D]; caches [num_blocks, block_size, N_kv, D]; out as it would be passed.
+    Limits from Ascend/op-plugin op_plugin/python/atb/_atb_api_docs.py (the _npu_paged_attention_v2
+    entry documents ATB PagedAttention's "规格约束") and AtbCommon.cpp.
+    """
+    rel, family = _npu.release(), _npu.soc_family()
+    num_heads, head_size = query.shape[1:]
+    block_size, num_kv_heads = key_cache.shape[1:3]
+    if rel < (7, 0, 0):
+        return f"torch_npu release {_npu.release_name(rel)}: _npu_paged_attention ships from 7.0.0 (op_plugin/python/atb/_atb_ops.py)"
+    if family not in ("A2", "A3"):
+        return f"SoC {family}: ND caches are A2/A3 only, Atlas inference (310P) caches are NZ (_atb_api_docs.py)"
+    dtypes = {query.dtype, key_cache.dtype, value_cache.dtype}
+    if len(dtypes) != 1 or query.dtype not in (torch.float16, torch.bfloat16):
+        return f"dtypes {query.dtype}/{key_cache.dtype}/{value_cache.dtype}: ATB PagedAttention takes fp16/bf16, one dtype"
+    if not (key_cache.is_contiguous() and value_cache.is_contiguous()):
+        # ParamSetter::Input would .contiguous() the whole cache on every call (AtbCommon.cpp)
+        return "strided cache: ATB would copy the whole cache on every call"
+    if num_heads % num_kv_heads:
+        return f"{num_heads} heads over {num_kv_heads} kv heads: ATB GQA needs a divisor"
+    if block_size == 256 and head_size == 256:
+        if family != "A2":
+            return f"block_size 256 with head_size 256: ATB allows it on A2 only, this is {family}"
+    elif block_size % 16 or block_size > 128:
+        return f"block_size {block_size}: ATB PagedAttention needs a multiple of 16, at most 128 (256 only with head_size 256 on A2)"
+    # One line allows head_size up to 576 when block_size <= 128 (vllm-ascend runs 512 this way);
+    # the plain rule says (0, 256]: the narrower one until a host settles it.
+    if head_size > 256:
+        return f"head_size {head_size}: ATB PagedAttention documents (0, 256]"
+    if out is not None and (not out.is_contiguous() or out.dtype != query.dtype):
+        return "out must be contiguous and of query's dtype (AtTensor2AtbTensor checks outputs, AtbCommon.cpp)"
+    return None
+
+
+def route(query, key_cache, value_cache, block_table, seq_lens, out=None, *, scale=None,
+          sliding_window=0, softcap=0.0, alibi_slopes=None, seq_lens_host=None,
+          block_table_host=None) -> tuple[str, str]:
+    """(path, reason) that paged_attention(...) takes for these arguments. `out` never decides:
+    a strided `out` gets a contiguous buffer in between."""
+    if softcap and softcap > 0:
+        return "reference", "softcap: neither ATB PagedAttention nor FIA has logit softcapping"
+    if alibi_slopes is not None:
+        return "reference", "alibi_slopes: _npu_paged_attention runs without a mask, FIA decode has no ALiBi"
+    if sliding_window and sliding_window > 0:
+        return "reference", "sliding_window: FIA ignores pre_tokens at one query token, ATB has no window"
+    atb = _npu.atb_missing() or npu_paged_attention_reason(query, key_cache, value_cache)
+    if atb is None:
+        return ATB_PA, "within ATB PagedAttention's documented limits"
+    fia = npu_fused_infer_attention_score_reason("BSH", query, key_cache,
+                                                 num_kv_heads=key_cache.shape[2],
+                                                 block_size=key_cache.shape[1])
+    if fia is None:
+        return FIA, f"ATB refused ({atb}); within FIA decode's limits"
+    return "reference", f"ATB: {atb}; FIA: {fia}"
 
 
 def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *, scale,
                     sliding_window=0, softcap=0.0, alibi_slopes=None, seq_lens_host=None,
                     block_table_host=None) -> None:
-    # both ATB paths take fp16/bf16 only
-    if ((softcap and softcap > 0) or alibi_slopes is not None or (sliding_window and sliding_window > 0)
-            or query.dtype not in (torch.float16, torch.bfloat16)):
+    path, _ = route(query, key_cache, value_cache, block_table, seq_lens, out,
+                    sliding_window=sliding_window, softcap=softcap, alibi_slopes=alibi_slopes)
+    if path == "reference":
         out.copy_(_reference(query, key_cache, value_cache, block_table, seq_lens, scale,
                              sliding_window, softcap, alibi_slopes))
         return
@@ -40,24 +104,32 @@ def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *
 
     num_seqs, num_heads, head_size = query.shape
     num_blocks, block_size, num_kv_heads, _ = key_cache.shape
-    # host lengths: the pinned copy when the caller has one, else a documented device->host sync
-    lens_host = seq_lens_host if seq_lens_host is not None else seq_lens.to("cpu")
-    lens_host = lens_host.to(torch.int32)
+    lens = seq_lens_host if seq_lens_host is not None else seq_lens.to("cpu")
+    lens_host = lens.to(device="cpu", dtype=torch.int32).clamp(min=1)
     pages = (seq_lens.to(torch.int32) + block_size - 1) // block_size
     col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
-    table = torch.where(col[None, :] < pages[:, None], block_table, torch.zeros_like(block_table))
-    if uses_atb_paged_attention(block_size, head_size, query.dtype):
-        torch_npu._npu_paged_attention(query=query, key_cache=key_cache, value_cache=value_cache,
-                                       num_kv_heads=num_kv_heads, num_heads=num_heads,
-                                       scale_value=scale, block_table=table,
-                                       context_lens=lens_host, out=out)
+    table = torch.where(col[None, :] < pages[:, None], block_table,
+                        torch.zeros_like(block_table)).to(torch.int32)
+    if path == ATB_PA:
+        target = out if out.is_contiguous() else torch.empty_like(query)
+        try:
+            torch_npu._npu_paged_attention(query=query, key_cache=key_cache, value_cache=value_cache,
+                                           num_kv_heads=num_kv_heads, num_heads=num_heads,
+                                           scale_value=scale, block_table=table,
+                                           context_lens=lens_host, out=target)
+        except OSError as exc:
+            _npu.note_atb_missing(exc)
+            return paged_attention(query, key_cache, value_cache, block_table, seq_lens, out,
+                                   scale=scale, seq_lens_host=seq_lens_host)
+        if target is not out:
+            out.copy_(target)
     else:
         res, _ = torch_npu.npu_fused_infer_attention_score(
             query.reshape(num_seqs, 1, num_heads * head_size),
-            key_cache.reshape(num_blocks, block_size, num_kv_heads * head_size),
-            value_cache.reshape(num_blocks, block_size, num_kv_heads * head_size),
+            key_cache.view(num_blocks, block_size, num_kv_heads * head_size),
+            value_cache.view(num_blocks, block_size, num_kv_heads * head_size),
             actual_seq_lengths_kv=lens_host.tolist(), num_heads=num_heads,
             num_key_value_heads=num_kv_heads, scale=scale, input_layout="BSH",
-            block_table=table, block_size=block_size, sparse_mode=0)
-        out.copy_(res.reshape(num_seqs, num_heads, head_size))
+            block_table=table, block_size=block_size)
+        out.copy_(res.view(num_seqs, num_heads, head_size))
     out.masked_fill_((seq_lens == 0)[:, None, None], 0)

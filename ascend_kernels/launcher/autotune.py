@@ -1,33 +1,40 @@
-"""Search spaces per backend, timing, the on-disk cache, and the lookup on the hot path.
+"""The tuned configs on disk, the lookup on the hot path, and timing one op's search space.
 
 Lookup order for a call: the user's tuning cache, then the defaults shipped in
-``ascend_kernels/tuned/`` for this device, then the op's heuristic. Nothing is timed on the hot
-path unless ``ASCEND_KERNELS_AUTOTUNE=1`` (then a cache miss is tuned once and stored).
+``ascend_kernels/tuned/`` for this device, then the
+backend's heuristic (``backends/<backend>/configs.yaml``). Nothing is timed on the hot path
+unless ``ASCEND_KERNELS_AUTOTUNE=1`` (then a cache miss is tuned once and stored). The lookup
+runs once per call signature: the op's launch plan keeps its result.
 
 Cache files are JSON, one per (backend, device name, triton version), under
 ``~/.cache/ascend_kernels`` or ``$ASCEND_KERNELS_CACHE_DIR``. Each op's entries carry a hash of
-its kernel source: entries tuned for another version of a kernel are stale and ignored. A
-corrupt, foreign or stale file is ignored with one warning.
+its kernel sources and search space: entries tuned for another version are stale and ignored
+with one warning. A corrupt or foreign file is ignored with one warning.
+
+On Ascend the search space is first pruned by the Ascend compile check's verdicts
+(``ascend-kernels check`` writes them into the same cache directory): a config that does not
+lower, or does not fit the unified buffer, is never timed.
 """
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
 import os
 import re
+import statistics
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any, Optional
 
 from . import device as _device
-from .dispatch import OpSpec
+from . import configs as _configs, sources
 
 FORMAT = 1
 AUTOTUNE_ENV = "ASCEND_KERNELS_AUTOTUNE"
 CACHE_ENV = "ASCEND_KERNELS_CACHE_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "tuned"
+CHECK_VERDICTS = "ascend_check.json"  # written by ascend_kernels.ascend_check
 
 
 def cache_dir() -> Path:
@@ -52,8 +59,8 @@ def bucket(n: int) -> int:
     return 0 if n <= 0 else 1 << (n - 1).bit_length()
 
 
-def key_of(spec: OpSpec, problem: Any) -> str:
-    fixed, data_dependent = spec.tuning_key(problem)
+def key_of(defn: Any, problem: Any) -> str:
+    fixed, data_dependent = defn.tuning_key(problem)
     parts = [f"{k}={v}" for k, v in sorted(fixed.items())]
     parts += [f"{k}~{bucket(v)}" for k, v in sorted(data_dependent.items())]
     return ",".join(parts)
@@ -62,40 +69,13 @@ def key_of(spec: OpSpec, problem: Any) -> str:
 _SOURCE_HASHES: dict = {}
 
 
-def source_hash(spec: OpSpec) -> str:
-    """Hash of the op's kernel sources and search spaces (computed once: it is on the hot path)."""
-    if spec.name not in _SOURCE_HASHES:
-        _SOURCE_HASHES[spec.name] = _compute_source_hash(spec)
-    return _SOURCE_HASHES[spec.name]
-
-
-def _compute_source_hash(spec: OpSpec) -> str:
-    h = hashlib.sha256()
-    for kernel in spec.kernels:
-        fn = getattr(kernel, "fn", kernel)
-        h.update(inspect.getsource(fn).encode())
-    h.update(json.dumps(spec.configs, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
-
-
-def split_config(config: dict, backend: str) -> tuple[dict, dict]:
-    """(constexpr kwargs, launch options) for a launch on `backend`.
-
-    UPPERCASE keys are kernel constexprs; keys starting with ``grid_`` are read by the op to
-    size its grid and never reach the kernel; num_warps/num_stages only mean something to
-    CUDA; the other lowercase keys are Ascend compile options. The interpreter takes no options.
-    """
-    constexprs, options = {}, {}
-    for k, v in config.items():
-        if k[:1].isupper():
-            constexprs[k] = v
-        elif k.startswith("grid_"):
-            continue
-        elif backend == "cuda" and k in ("num_warps", "num_stages"):
-            options[k] = v
-        elif backend == "npu" and k not in ("num_warps", "num_stages"):
-            options[k] = v
-    return constexprs, options
+def source_hash(defn: Any, backend: str) -> str:
+    """Hash of the op's kernels and its search space on `backend` (computed once per process)."""
+    k = (defn.name, backend)
+    if k not in _SOURCE_HASHES:
+        _SOURCE_HASHES[k] = sources.source_hash(sources.module_kernels(defn.kernel_module),
+                                                _configs.entry(defn.name, backend))
+    return _SOURCE_HASHES[k]
 
 
 class _Table:
@@ -127,14 +107,14 @@ class _Table:
             warnings.warn(f"ascend_kernels: ignoring corrupt tuning cache {path}: {exc}", stacklevel=4)
             return {}
 
-    def lookup(self, spec: OpSpec, key: str) -> tuple[Optional[dict], str]:
+    def lookup(self, defn: Any, key: str) -> tuple[Optional[dict], str]:
         for entries, source in ((self.user, "tuned cache"), (self.shipped, "shipped defaults")):
-            op = entries.get(spec.name)
+            op = entries.get(defn.name)
             if not op:
                 continue
-            if op.get("source") != source_hash(spec):
+            if op.get("source") != source_hash(defn, self.backend):
                 if not op.get("_warned"):
-                    warnings.warn(f"ascend_kernels: ignoring stale {source} for {spec.name}: the "
+                    warnings.warn(f"ascend_kernels: ignoring stale {source} for {defn.name}: the "
                                   f"kernel changed since it was tuned", stacklevel=4)
                     op["_warned"] = True
                 continue
@@ -143,11 +123,11 @@ class _Table:
                 return config, source
         return None, ""
 
-    def store(self, spec: OpSpec, key: str, config: dict, timing_ms: Optional[float] = None) -> None:
-        op = self.user.setdefault(spec.name, {})
-        if op.get("source") != source_hash(spec):
+    def store(self, defn: Any, key: str, config: dict, timing_ms: Optional[float] = None) -> None:
+        op = self.user.setdefault(defn.name, {})
+        if op.get("source") != source_hash(defn, self.backend):
             op.clear()
-            op["source"] = source_hash(spec)
+            op["source"] = source_hash(defn, self.backend)
         op.setdefault("entries", {})[key] = config
         if timing_ms is not None:
             op.setdefault("timings_ms", {})[key] = timing_ms
@@ -176,49 +156,76 @@ def table(backend: str, device_name: str) -> _Table:
     return _TABLES[k]
 
 
+# bumped by reset(): the ops' launch plans, which keep looked-up configs, are keyed by it
+generation = 0
+
+
 def reset() -> None:
-    """Forget loaded cache files and hashes (tests, or after `ascend-kernels tune` in-process)."""
+    """Forget loaded cache files, hashes and launch plans (tests, or after tuning in-process)."""
+    global generation
     _TABLES.clear()
     _SOURCE_HASHES.clear()
+    generation += 1
 
 
-def search_space(spec: OpSpec, backend: str) -> list:
-    configs = list(spec.configs.get(backend, ()))
+def _check_verdicts(op: str, backend_hash: str) -> dict:
+    """{config key: passed} from the Ascend compile check's results for this version of the op."""
+    path = cache_dir() / CHECK_VERDICTS
+    try:
+        entry = json.loads(path.read_text())["ops"][op]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    if entry.get("source") != backend_hash:
+        return {}
+    return {k: bool(v.get("passed", True)) for k, v in entry.get("configs", {}).items()}
+
+
+def config_key(config: dict) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def search_space(defn: Any, backend: str) -> list:
+    """The op's search space on `backend`; on npu without the configs the Ascend compile check
+    failed (all of them if every one failed: the tuner needs one)."""
+    configs = _configs.search_space(defn.name, backend)
     if backend == "npu":
-        from .. import ascend_check  # configs that failed the Ascend compile check are dropped
-
-        configs = ascend_check.passing_configs(spec.name, configs)
+        verdicts = _check_verdicts(defn.name, source_hash(defn, backend))
+        configs = [c for c in configs if verdicts.get(config_key(c), True)] or configs
     return configs
 
 
-def get_config(spec: OpSpec, backend: str, problem: Any) -> tuple[dict, str]:
-    """The config for this call and where it came from. The hot path: no timing by default."""
+def get_config(defn: Any, backend: str, problem: Any) -> tuple[dict, str]:
+    """The config for this call and where it came from (no timing unless asked for)."""
     tab = table(backend, _device.device_name(problem.device))
-    key = key_of(spec, problem)
-    config, source = tab.lookup(spec, key)
+    key = key_of(defn, problem)
+    config, source = tab.lookup(defn, key)
     if config is not None:
         return config, source
     if os.environ.get(AUTOTUNE_ENV) == "1" and backend != "cpu":  # timing the interpreter is noise
-        best, _ = tune(spec, problem)
+        best, _ = tune(defn, problem)
         return best, "tuned now (ASCEND_KERNELS_AUTOTUNE=1)"
-    return spec.default_config(backend, problem), "heuristic"
+    features = dict(_device.properties(problem.device), **defn.features(problem))
+    return _configs.default_config(defn.name, backend, features), "heuristic"
 
 
-def time_config(spec: OpSpec, problem: Any, config: dict) -> float:
+def run_config(defn: Any, problem: Any, config: dict) -> None:
+    """Launch every kernel of the op once with this config."""
+    for launch in defn.launches(problem, config, problem.device.type):
+        launch()
+
+
+def time_config(defn: Any, problem: Any, config: dict) -> float:
     """Median milliseconds of one config: triton.testing.do_bench on a GPU/NPU, a wall clock
     on the CPU (the interpreter: only useful to exercise the tuner)."""
     if problem.device.type == "cpu":
-        return wall_clock_ms(lambda: spec.launch(problem, config))
+        return wall_clock_ms(lambda: run_config(defn, problem, config))
     import triton.testing
 
-    return float(triton.testing.do_bench(lambda: spec.launch(problem, config), warmup=5, rep=25,
-                                         return_mode="median"))
+    return float(triton.testing.do_bench(lambda: run_config(defn, problem, config), warmup=5,
+                                         rep=25, return_mode="median"))
 
 
 def wall_clock_ms(fn, repeats: int = 3) -> float:
-    import statistics
-    import time
-
     fn()  # warm-up
     times = []
     for _ in range(repeats):
@@ -228,29 +235,28 @@ def wall_clock_ms(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def tune(spec: OpSpec, problem: Any, save: bool = True) -> tuple[dict, dict]:
-    """Time every config of the backend's search space; store and return the best.
-
-    Returns (best config, {config json: ms or error string}).
-    """
+def tune(defn: Any, problem: Any, save: bool = True, configs: Optional[list] = None,
+         timer=time_config) -> tuple[dict, dict]:
+    """Time every config of the backend's search space (or `configs`); store and return the
+    best. Returns (best config, {config json: ms or error string})."""
     backend = problem.device.type
     tab = table(backend, _device.device_name(problem.device))
     timings: dict = {}
     best, best_ms = None, float("inf")
-    for config in search_space(spec, backend):
-        name = json.dumps(config, sort_keys=True)
+    for config in (configs if configs is not None else search_space(defn, backend)):
+        name = config_key(config)
         try:
-            ms = time_config(spec, problem, config)
+            ms = timer(defn, problem, config)
         except Exception as exc:  # a config that does not compile/fit is skipped, not fatal
-            timings[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+            first = str(exc).splitlines()[0][:200] if str(exc) else ""
+            timings[name] = f"failed: {type(exc).__name__}: {first}"
             continue
         timings[name] = ms
         if ms < best_ms:
             best, best_ms = config, ms
     if best is None:
-        best = spec.default_config(backend, problem)
-    else:
-        tab.store(spec, key_of(spec, problem), best, best_ms)
-        if save:
-            tab.save()
+        return get_config(defn, backend, problem)[0], timings
+    tab.store(defn, key_of(defn, problem), best, best_ms)
+    if save:
+        tab.save()
     return best, timings

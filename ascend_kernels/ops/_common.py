@@ -1,18 +1,17 @@
 """Argument checks and small helpers shared by the ops (no kernels, no dispatch)."""
 from __future__ import annotations
 
-import os
+import importlib
+import math
 from typing import Iterable, Optional, Sequence
 
 import torch
 
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-# Checks of tensor *values* need a host sync, so they run only when asked for (never in graphs).
-CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
 
 
-def check_bounds_enabled() -> bool:
-    return os.environ.get(CHECK_BOUNDS_ENV) == "1"
+def dtype_name(dtype: torch.dtype) -> str:
+    return str(dtype).replace("torch.", "")
 
 
 def next_pow2(n: int) -> int:
@@ -32,6 +31,27 @@ def check_tensor(name: str, t, *, ndim: Optional[int] = None,
     if device is not None and t.device != device:
         raise ValueError(f"{name} is on {t.device}, expected {device} like the other inputs")
     return t
+
+
+def check_int(name: str, value, minimum: int, what: str = "") -> int:
+    """ValueError naming `name` unless value is an int (not a bool) >= minimum."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}{what}, got {value!r}")
+    return value
+
+
+def check_float(name: str, value, *, positive: bool = False, what: str = "") -> float:
+    """TypeError/ValueError naming `name` unless value is a finite float >= 0 (> 0 if positive)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise TypeError(f"{name} must be a float{what}, got {type(value).__name__}")
+    if not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise ValueError(f"{name} must be a finite float {'> 0' if positive else '>= 0'}{what}, got {value!r}")
+    return float(value)
+
+
+def softmax_scale_of(name: str, scale, head_size: int) -> float:
+    """The softmax scale: 1/sqrt(head_size) when None, else a finite float > 0."""
+    return check_float(name, 1.0 / math.sqrt(head_size) if scale is None else scale, positive=True)
 
 
 def check_same_device(named: Iterable[tuple[str, Optional[torch.Tensor]]]) -> torch.device:
@@ -63,25 +83,24 @@ def not_contiguous_in_last_dim(tensors: dict, dim_name: str) -> Optional[str]:
     return None
 
 
-class OpaqueOp:
-    """A torch custom op (one opaque node, with a fake implementation, for torch.compile and
-    graph capture) whose eager calls go straight to the implementation: the custom-op
-    dispatcher costs tens of microseconds of host time per call and adds nothing in eager mode."""
+def atb_fallback(module: str, args_of, finish=None):
+    """An op's fallback on Ascend: ``fallback_atb.<module>.<module>(*args, **kwargs)`` with the
+    arguments `args_of(problem)` gives, then `finish(problem, result)` if given. Its `.route(p)`
+    says which torch_npu operator (or the reference) the wrapper takes and why (explain shows it;
+    the call itself re-decides, so nothing value-dependent is cached)."""
+    def target():
+        return importlib.import_module(f"ascend_kernels.fallback_atb.{module}")
 
-    def __init__(self, qualname: str, mutates_args, fn):
-        self.impl = fn
-        self.op_def = torch.library.custom_op(qualname, mutates_args=mutates_args)(fn)
+    def run(p):
+        args, kwargs = args_of(p)
+        result = getattr(target(), module)(*args, **kwargs)
+        if finish is not None:
+            finish(p, result)
 
-    def register_fake(self, fn):
-        self.op_def.register_fake(fn)
-        return fn
+    def route(p):
+        args, kwargs = args_of(p)
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("out", "return_lse", "return_probs")}
+        return target().route(*args, **kwargs)
 
-    def __call__(self, *args):
-        if torch.compiler.is_compiling():
-            return self.op_def(*args)
-        return self.impl(*args)
-
-
-def opaque_op(qualname: str, mutates_args):
-    """Decorator form of OpaqueOp."""
-    return lambda fn: OpaqueOp(qualname, mutates_args, fn)
+    run.route = route
+    return run

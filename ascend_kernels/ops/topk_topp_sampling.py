@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import dataclasses
 import numbers
+import os
 from typing import Optional, Union
 
 import torch
 
 from ..kernels import topk_topp_sampling as kern
-from ..launcher import autotune, device as _device, dispatch
+from ..launcher import device as _device
+from ..launcher.configs import split_config
+from ..launcher.launch import Launch
+from ..launcher.op import CHECK_BOUNDS_ENV, define
 from ..reference import topk_topp_sampling as ref
-from ._common import (FLOAT_DTYPES, check_bounds_enabled, check_tensor, next_pow2, not_contiguous_in_last_dim,
-                      opaque_op)
+from ._common import FLOAT_DTYPES, atb_fallback, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim
 
-OP = "topk_topp_sampling"
 NC = 16      # candidate keys per search round (17-ary search)
 ROUNDS = 8   # 17^8 > 2^32: any int32 key range resolves in 8 rounds
 SROUNDS = 12  # select path: at most this many rounds (9^11 > 2^32 covers SNC >= 8)
@@ -30,8 +32,11 @@ class Problem:
     top_p_val: float                    # 1.0 = off
     temperature: Optional[torch.Tensor]  # [batch] float32, or None (then temperature_val)
     temperature_val: float
-    seeds: Optional[torch.Tensor]       # [batch] int64 (drawn before the custom op if None)
-    return_probs: bool = False
+    seeds: Optional[torch.Tensor]       # [batch] int64; drawn from `generator` on every call if None
+    return_probs: bool
+    tokens: torch.Tensor = None   # [batch] int64 out, every call
+    probs: torch.Tensor = None    # [batch, vocab] fp32 out ([0] without return_probs), every call
+    generator: Optional[torch.Generator] = dataclasses.field(default=None, metadata={"host": True})
 
     @property
     def device(self) -> torch.device:
@@ -100,103 +105,21 @@ def _check_values(k_t, p_t, t_t) -> None:
             raise ValueError(f"{name} {what}; the tensor holds a value outside that range")
 
 
-def _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs) -> Problem:
-    check_tensor("logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
-    dev = logits.device
-    batch, vocab = logits.shape
-    if vocab < 1:
-        raise ValueError(f"logits must have a vocabulary of at least 1, got shape {tuple(logits.shape)}")
-    if vocab >= 2 ** 31 - 1:
-        raise ValueError(f"logits vocabulary {vocab} is too large (int32 indices)")
-    k_t, k_s = _param("top_k", top_k, batch, dev, INT_DTYPES, "int")
-    p_t, p_s = _param("top_p", top_p, batch, dev, PARAM_FLOAT_DTYPES, "float")
-    t_t, t_s = _param("temperature", temperature, batch, dev, PARAM_FLOAT_DTYPES, "float")
-    if k_s is not None and k_s < 0:
-        raise ValueError(f"top_k must be >= 0 (0 = off), got {k_s}")
-    if p_s is not None and not (0.0 < p_s <= 1.0):
-        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {p_s}")
-    if t_s is not None and not (t_s >= 0.0):
-        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {t_s}")
-    if seeds is not None:
-        check_tensor("seeds", seeds, dtypes=(torch.int64,), device=dev)
-        if seeds.shape != (batch,):
-            raise ValueError(f"seeds must be a [batch] = [{batch}] int64 tensor, got shape "
-                             f"{tuple(seeds.shape)}")
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
-    if not isinstance(return_probs, bool):
-        raise TypeError(f"return_probs must be a bool, got {type(return_probs).__name__}")
-    if check_bounds_enabled():
-        _check_values(k_t, p_t, t_t)
-    # fp16/bf16/fp32 rows are read as they are (the kernel converts); fp64 has no Ascend vector
-    if p_t is not None and p_t.dtype == torch.float64:
-        p_t = p_t.float()
-    if t_t is not None and t_t.dtype == torch.float64:
-        t_t = t_t.float()
-    return Problem(logits, k_t, k_s or 0, p_t, 1.0 if p_s is None else p_s, t_t,
-                   1.0 if t_s is None else t_s, seeds, return_probs)
-
-
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     why = not_contiguous_in_last_dim({"logits": p.logits}, "vocab")
     if why:
         return False, why
+    if backend == "npu":
+        return False, ("the Ascend compile check finds int64 vector math and scalarised accesses in "
+                       "the kernel's hot loops (docs/ascend_check.md): Ascend takes the fallback")
     return True, "the kernel handles any batch, vocab and parameter mix"
 
 
-# Search spaces. CHUNK: elements per step of a pass over a row. GS: group size of the group max
-# (pool path). NGB: groups gathered per step. P_MAX: pool capacity (top-k rows with k <= P_MAX
-# use the pool). PB: pool entries per pairwise step. SNC: candidates per select round, SC:
-# elements per step of a select round ([SNC, SC] accumulators). USE_POOL False: the
-# bounded-search path only (no scatter stores, which Ascend scalarises); True: the pool path for
-# top-k rows and the select path for the other top-p / top-k rows.
-_CUDA = {"CHUNK": 1024, "GS": 128, "GPB": 8, "NGB": 16, "P_MAX": 512, "PB": 16, "SC": 512,
-         "SNC": 16, "USE_POOL": True}
-CONFIGS = {
-    "cuda": ([dict(_CUDA, GS=gs, num_warps=8, grid_programs_per_core=4) for gs in (64, 128, 256)]
-             + [dict(_CUDA, num_warps=w, grid_programs_per_core=4) for w in (4, 16)]
-             + [dict(_CUDA, CHUNK=c, num_warps=8, grid_programs_per_core=4) for c in (512, 2048)]
-             + [dict(_CUDA, P_MAX=256, num_warps=8, grid_programs_per_core=4),
-                dict(_CUDA, NGB=8, num_warps=4, grid_programs_per_core=4)]),
-    "npu": [{"CHUNK": c, "GS": 128, "GPB": 4, "NGB": 4, "P_MAX": 256, "PB": 8, "SC": 64, "SNC": 16,
-             "USE_POOL": u,
-             "multibuffer": False, "grid_programs_per_core": 1}
-            for u, chunks in ((True, (128, 256)), (False, (256, 512))) for c in chunks],
-    "cpu": [{"CHUNK": 64, "GS": 4, "GPB": 4, "NGB": 4, "P_MAX": 32, "PB": 8, "SC": 16, "SNC": 8,
-             "USE_POOL": True,
-             "grid_programs_per_core": 1}],
-}
-
-
-def _default_config(backend: str, p: Problem) -> dict:
-    if backend == "cuda":
-        # top-p without top-k runs the select path (latency-bound passes, one program per row):
-        # 16 warps measured 648 -> 562 us at batch 64 and 563 -> 475 us at batch 1 (H100)
-        warps = 16 if (p is not None and p.has_p and not p.has_k) else 8
-        return dict(_CUDA, num_warps=warps, grid_programs_per_core=4)
-    if backend == "npu":
-        return dict(CONFIGS["npu"][0])
-    return dict(CONFIGS["cpu"][0])
-
-
-def _tuning_key(p: Problem) -> tuple[dict, dict]:
-    fixed = {"vocab": p.vocab, "dtype": str(p.logits.dtype).replace("torch.", ""),
-             "top_k": p.has_k, "top_p": p.has_p, "return_probs": p.return_probs}
-    return fixed, {"batch": p.batch}
-
-
-def _launch(p: Problem, config: dict):
-    """Runs the kernels; returns (tokens [batch] int64, probs [batch, vocab] fp32 or [0])."""
-    batch, vocab, dev = p.batch, p.vocab, p.device
-    tokens = torch.empty(batch, dtype=torch.int64, device=dev)
-    probs = torch.empty((batch, vocab) if p.return_probs else (0,), dtype=torch.float32, device=dev)
+def _launches(p: Problem, config: dict, backend: str) -> list:
+    batch, vocab, dev, seeds = p.batch, p.vocab, p.device, p.seeds
     if batch == 0:
-        return tokens, probs
-    backend = dev.type
-    constexprs, options = autotune.split_config(config, backend)
-    seeds = p.seeds
-    if seeds is None:
-        seeds = ref.draw_seeds(batch, dev)
+        return []
+    constexprs, options = split_config(config, backend)
     gs, p_max = constexprs["GS"], constexprs["P_MAX"]
     num_groups = -(-vocab // gs)
     use_pool = bool(constexprs["USE_POOL"]) and (p.has_k or p.has_p) and vocab > gs
@@ -214,63 +137,69 @@ def _launch(p: Problem, config: dict):
     k_t = p.top_k if p.top_k is not None else seeds      # unread unless K_TENSOR
     p_t = p.top_p if p.top_p is not None else pool_x     # unread unless P_TENSOR
     t_t = p.temperature if p.temperature is not None else pool_x
+    launches = []
     if use_pool:
         gpb = constexprs["GPB"]
         tasks = batch * -(-num_groups // gpb)
         grid = (_device.persistent_grid(dev, tasks, max(per_core, 4), cube=False),)
-        kern.group_max_kernel[grid](p.logits, gmax, gsum, t_t, float(p.temperature_val), batch,
-                                    vocab, num_groups, p.logits.stride(0), ws_rows, GS=gs, GPB=gpb,
-                                    T_TENSOR=p.temperature is not None, WITH_SUM=True, **options)
+        args = dict(logits_ptr=p.logits, gmax_ptr=gmax, gsum_ptr=gsum, temp_ptr=t_t,
+                    temp_val=float(p.temperature_val), batch=batch, vocab=vocab, num_groups=num_groups,
+                    stride_row=p.logits.stride(0), gmax_stride=ws_rows)
+        launches.append(Launch(kern.group_max_kernel, grid, args,
+                               dict(GS=gs, GPB=gpb, T_TENSOR=p.temperature is not None, WITH_SUM=True),
+                               options))
     grid = (_device.persistent_grid(dev, batch, per_core, cube=False),)
-    kern.sampling_kernel[grid](
-        p.logits, tokens, probs, gmax, gsum, lists, pool_k, pool_x, pool_i,
-        k_t, p_t, t_t, seeds, p.top_k_val, float(p.top_p_val), float(p.temperature_val),
-        batch, vocab, num_groups, p.logits.stride(0), ws_rows,
-        HAS_K=p.has_k, K_TENSOR=p.top_k is not None, HAS_P=p.has_p, P_TENSOR=p.top_p is not None,
-        T_TENSOR=p.temperature is not None, RETURN_PROBS=p.return_probs,
-        NC=NC, ROUNDS=ROUNDS, SROUNDS=SROUNDS, **{k: v for k, v in constexprs.items() if k != "GPB"}, **options)
-    return tokens, probs
+    args = dict(logits_ptr=p.logits, tokens_ptr=p.tokens, probs_ptr=p.probs, gmax_ptr=gmax, gsum_ptr=gsum,
+                list_ptr=lists, pool_key_ptr=pool_k, pool_x_ptr=pool_x, pool_idx_ptr=pool_i,
+                top_k_ptr=k_t, top_p_ptr=p_t, temp_ptr=t_t, seeds_ptr=seeds, top_k_val=p.top_k_val,
+                top_p_val=float(p.top_p_val), temp_val=float(p.temperature_val), batch=batch,
+                vocab=vocab, num_groups=num_groups, stride_row=p.logits.stride(0), ws_stride=ws_rows)
+    constexprs.pop("GPB")
+    constexprs.update(HAS_K=p.has_k, K_TENSOR=p.top_k is not None, HAS_P=p.has_p,
+                      P_TENSOR=p.top_p is not None, T_TENSOR=p.temperature is not None,
+                      RETURN_PROBS=p.return_probs, NC=NC, ROUNDS=ROUNDS, SROUNDS=SROUNDS)
+    launches.append(Launch(kern.sampling_kernel, grid, args, constexprs, options))
+    return launches
 
 
-def _run(p: Problem):
-    decision = dispatch.decide(SPEC, p)
-    if decision.path == "triton":
-        return _launch(p, decision.config)
-    args = dict(top_k=p.top_k if p.top_k is not None else p.top_k_val,
-                top_p=p.top_p if p.top_p is not None else p.top_p_val,
-                temperature=p.temperature if p.temperature is not None else p.temperature_val,
-                seeds=p.seeds, return_probs=p.return_probs)
-    fn = ref.topk_topp_sampling
-    if decision.backend == "npu":
-        from ..fallback_atb import topk_topp_sampling as atb
+def _fallback_args(p: Problem) -> tuple:
+    return (p.logits,), dict(top_k=p.top_k if p.top_k is not None else p.top_k_val,
+                             top_p=p.top_p if p.top_p is not None else p.top_p_val,
+                             temperature=p.temperature if p.temperature is not None else p.temperature_val,
+                             seeds=p.seeds, return_probs=p.return_probs)
 
-        fn = atb.topk_topp_sampling
+
+def _copy_out(p: Problem, result) -> None:
+    tokens, probs = result if p.return_probs else (result, None)
+    p.tokens.copy_(tokens)
     if p.return_probs:
-        return fn(p.logits, **args)
-    return fn(p.logits, **args), p.logits.new_empty((0,), dtype=torch.float32)
+        p.probs.copy_(probs)
 
 
-@opaque_op("ascend_kernels::topk_topp_sampling", mutates_args=())
-def _topk_topp_sampling_op(logits: torch.Tensor, top_k: Optional[torch.Tensor], top_k_val: int,
-                           top_p: Optional[torch.Tensor], top_p_val: float,
-                           temperature: Optional[torch.Tensor], temperature_val: float,
-                           seeds: torch.Tensor, return_probs: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    return _run(Problem(logits, top_k, top_k_val, top_p, top_p_val, temperature, temperature_val,
-                        seeds, return_probs))
+def _reference(p: Problem) -> None:
+    args, kwargs = _fallback_args(p)
+    _copy_out(p, ref.topk_topp_sampling(*args, **kwargs))
 
 
-@_topk_topp_sampling_op.register_fake
-def _(logits, top_k, top_k_val, top_p, top_p_val, temperature, temperature_val, seeds, return_probs):
-    tokens = logits.new_empty((logits.shape[0],), dtype=torch.int64)
-    probs = logits.new_empty(tuple(logits.shape) if return_probs else (0,), dtype=torch.float32)
-    return tokens, probs
 
 
-def _prepare(logits, *, top_k=None, top_p=None, temperature=None, seeds=None, generator=None,
-             return_probs=False) -> Problem:
-    return _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
+def _tuning_key(p: Problem) -> tuple[dict, dict]:
+    fixed = {"vocab": p.vocab, "dtype": dtype_name(p.logits.dtype),
+             "top_k": p.has_k, "top_p": p.has_p, "return_probs": p.return_probs}
+    return fixed, {"batch": p.batch}
 
 
+
+
+@define(problem=Problem, kernel_module=kern, capability=_capability, launches=_launches,
+        fallbacks={"fallback_atb": atb_fallback("topk_topp_sampling", _fallback_args, _copy_out),
+                   "reference": _reference},
+        tuning_key=_tuning_key, outputs=("tokens", "probs"),
+        result=lambda p: (p.tokens, p.probs) if p.return_probs else p.tokens,
+        fresh={"seeds": lambda p: ref.draw_seeds(p.batch, p.device, p.generator) if p.seeds is None else p.seeds,
+               "tokens": lambda p: torch.empty(p.batch, dtype=torch.int64, device=p.device),
+               "probs": lambda p: torch.empty((p.batch, p.vocab) if p.return_probs else (0,),
+                                              dtype=torch.float32, device=p.device)})
 def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, None] = None,
                        top_p: Union[float, torch.Tensor, None] = None,
                        temperature: Union[float, torch.Tensor, None] = None,
@@ -304,71 +233,39 @@ def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, 
     that filter off: top_k < 0, top_p outside (0, 1] or NaN, temperature < 0 or NaN (= 1.0).
     The threshold is found without sorting: see kernels/topk_topp_sampling.py.
     """
-    p = _validate(logits, top_k, top_p, temperature, seeds, generator, return_probs)
-    if p.seeds is None:
-        p.seeds = ref.draw_seeds(p.batch, p.device, generator)
-    tokens, probs = _topk_topp_sampling_op(p.logits, p.top_k, p.top_k_val, p.top_p, p.top_p_val,
-                                           p.temperature, p.temperature_val, p.seeds, p.return_probs)
-    return (tokens, probs) if return_probs else tokens
+    check_tensor("logits", logits, ndim=2, dtypes=FLOAT_DTYPES)
+    dev = logits.device
+    batch, vocab = logits.shape
+    if vocab < 1:
+        raise ValueError(f"logits must have a vocabulary of at least 1, got shape {tuple(logits.shape)}")
+    if vocab >= 2 ** 31 - 1:
+        raise ValueError(f"logits vocabulary {vocab} is too large (int32 indices)")
+    k_t, k_s = _param("top_k", top_k, batch, dev, INT_DTYPES, "int")
+    p_t, p_s = _param("top_p", top_p, batch, dev, PARAM_FLOAT_DTYPES, "float")
+    t_t, t_s = _param("temperature", temperature, batch, dev, PARAM_FLOAT_DTYPES, "float")
+    if k_s is not None and k_s < 0:
+        raise ValueError(f"top_k must be >= 0 (0 = off), got {k_s}")
+    if p_s is not None and not (0.0 < p_s <= 1.0):
+        raise ValueError(f"top_p must be in (0, 1] (1 = off), got {p_s}")
+    if t_s is not None and not (t_s >= 0.0):
+        raise ValueError(f"temperature must be >= 0 (0 = greedy), got {t_s}")
+    if seeds is not None:
+        check_tensor("seeds", seeds, dtypes=(torch.int64,), device=dev)
+        if seeds.shape != (batch,):
+            raise ValueError(f"seeds must be a [batch] = [{batch}] int64 tensor, got shape "
+                             f"{tuple(seeds.shape)}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generator must be a torch.Generator, got {type(generator).__name__}")
+    if not isinstance(return_probs, bool):
+        raise TypeError(f"return_probs must be a bool, got {type(return_probs).__name__}")
+    if os.environ.get(CHECK_BOUNDS_ENV) == "1":
+        _check_values(k_t, p_t, t_t)
+    # fp16/bf16/fp32 rows are read as they are (the kernel converts); fp64 has no Ascend vector
+    if p_t is not None and p_t.dtype == torch.float64:
+        p_t = p_t.float()
+    if t_t is not None and t_t.dtype == torch.float64:
+        t_t = t_t.float()
+    return Problem(logits, k_t, k_s or 0, p_t, 1.0 if p_s is None else p_s, t_t,
+                   1.0 if t_s is None else t_s, seeds, return_probs, generator=generator)
 
 
-def _make_problem(shape: dict, device: torch.device, dtype: torch.dtype = torch.float32) -> Problem:
-    """Fresh random inputs: batch, vocab, optional top_k (50), top_p (0.9), temperature (1.0),
-    scale (logit std, 3.0), return_probs."""
-    b, v = shape["batch"], shape["vocab"]
-    logits = (torch.randn(b, v, device=device, dtype=torch.float32) * shape.get("scale", 3.0)).to(dtype)
-    seeds = torch.randint(0, 2 ** 62, (b,), device=device, dtype=torch.int64)
-    return Problem(logits, None, int(shape.get("top_k", 50)), None, float(shape.get("top_p", 0.9)),
-                   None, float(shape.get("temperature", 1.0)), seeds,
-                   bool(shape.get("return_probs", False)))
-
-
-
-
-def ascend_cases(shape: dict, config: dict) -> list:
-    """The kernels this op launches on Ascend for one bench shape and config (every flag on,
-    tensor parameters: the largest specialisation)."""
-    from .. import ascend_check
-
-    vocab = int(shape["vocab"])
-    dt = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16", "fp32": "fp32", "fp16": "fp16",
-          "bf16": "bf16"}[str(shape.get("dtype", "float32")).replace("torch.", "")]
-    label = f"batch={shape.get('batch')},vocab={vocab},{dt}"
-    chunk = min(config["CHUNK"], next_pow2(vocab))
-    cases = []
-    if config["USE_POOL"]:
-        cases.append(ascend_check.KernelCase(
-            op=OP, kernel=kern.group_max_kernel,
-            signature={"logits_ptr": f"*{dt}", "gmax_ptr": "*fp32", "gsum_ptr": "*fp32",
-                       "temp_ptr": "*fp32", "temp_val": "fp32", "batch": "i32", "vocab": "i32",
-                       "num_groups": "i32", "stride_row": "i32", "gmax_stride": "i32"},
-            constexprs={"GS": config["GS"], "GPB": config["GPB"], "T_TENSOR": True,
-                        "WITH_SUM": True}, config=config, label=label))
-    sig = {"logits_ptr": f"*{dt}", "tokens_ptr": "*i64", "probs_ptr": "*fp32", "gmax_ptr": "*fp32",
-           "gsum_ptr": "*fp32",
-           "list_ptr": "*i32", "pool_key_ptr": "*i32", "pool_x_ptr": "*fp32", "pool_idx_ptr": "*i32",
-           "top_k_ptr": "*i32", "top_p_ptr": "*fp32", "temp_ptr": "*fp32", "seeds_ptr": "*i64",
-           "top_k_val": "i32", "top_p_val": "fp32", "temp_val": "fp32", "batch": "i32",
-           "vocab": "i32", "num_groups": "i32", "stride_row": "i32", "ws_stride": "i32"}
-    const = {"HAS_K": True, "K_TENSOR": True, "HAS_P": True, "P_TENSOR": True, "T_TENSOR": True,
-             "RETURN_PROBS": True, "USE_POOL": bool(config["USE_POOL"]), "CHUNK": chunk, "NC": NC,
-             "ROUNDS": ROUNDS, "GS": config["GS"], "NGB": config["NGB"], "P_MAX": config["P_MAX"],
-             "PB": config["PB"], "SC": min(config["SC"], chunk), "SNC": config["SNC"],
-             "SROUNDS": SROUNDS}
-    note = ("the candidate pool is stored at cumsum positions and its groups are gathered by "
-            "index (data-dependent addresses), which the adapter lowers per element or row: only "
-            "the pool's <= P_MAX entries per row; USE_POOL=False configs have none"
-            ) if config["USE_POOL"] else ""
-    cases.append(ascend_check.KernelCase(op=OP, kernel=kern.sampling_kernel, signature=sig,
-                                         constexprs=const, config=config, label=label, note=note))
-    return cases
-
-
-SPEC = dispatch.register(dispatch.OpSpec(
-    name=OP, prepare=_prepare, capability=_capability, configs=CONFIGS,
-    default_config=_default_config, tuning_key=_tuning_key, launch=_launch,
-    kernels=(kern.sampling_kernel, kern.group_max_kernel, kern._pool_row, kern._general_row,
-             kern._select_row, kern._select, kern._pool_above, kern._temperature, kern._row_param,
-             kern._draw, kern._search, kern._mass_ge,
-             kern._sanitize_key, kern._key_of, kern._value_of),
-    ascend_cases=ascend_cases, make_problem=_make_problem))

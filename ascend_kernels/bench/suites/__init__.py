@@ -1,7 +1,7 @@
 """Bench suites (YAML files beside this module; `_models.yaml` holds the model shapes).
 
 `shapes_for(op, suite)` gives the suite's cases for `op` in the vocabulary of the op's own
-`make_problem` / `ascend_cases` (heads, seqlen, ...), with the dtype: the Ascend compile check
+`make_problem` (heads, seqlen, ...), with the dtype: the Ascend compile check
 (`ascend_kernels.ascend_check`) and `ascend-kernels tune` read the suites through it.
 """
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Optional
 
 
 def shapes_for(op: str, suite: Optional[str] = None) -> list:
-    """Shapes of `op` in `suite` (default: every suite), translated for the op's OpSpec."""
-    from bench import providers as prov
-    from bench.runner import load_suite, suite_names
+    """Shapes of `op` in `suite` (default: every suite), in the vocabulary of the op's
+    make_problem."""
+    from .. import providers as prov
+    from ..runner import load_suite, suite_names
 
     mod = prov.op_module(op)
     out: list = []
@@ -25,5 +26,3 @@ def shapes_for(op: str, suite: Optional[str] = None) -> list:
                 out.append(t)
     return out
 
-
-load_shapes = shapes_for

@@ -68,7 +68,7 @@ class Provider:
 def op_module(op: str):
     if op not in OPS:
         raise ValueError(f"unknown op {op!r}; bench knows {list(OPS)}")
-    return importlib.import_module(f"bench.providers.{op}")
+    return importlib.import_module(f"{__name__}.{op}")
 
 
 # ---- helpers shared by the op modules -------------------------------------------------------

@@ -4,7 +4,7 @@
                          [--json FILE] [--plot DIR] [--results DIR]
     ascend-kernels tune  [--op OP ...] [--suite NAME] [--export]
 
-(also `python -m bench.runner bench ...` / `python -m bench.runner tune ...`).
+(also `python -m ascend_kernels.bench.runner bench ...` / `python -m ascend_kernels.bench.runner tune ...`).
 
 For each case of the suite: fresh random inputs, the float32 oracle, then every provider:
 build it, run it once, check its output against the oracle (a wrong provider is flagged and
@@ -31,7 +31,7 @@ from typing import Optional
 import ascend_kernels  # noqa: F401  (before triton: turns the interpreter on for CPU tensors)
 import torch
 
-from bench import providers as prov
+from . import providers as prov
 
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 MODELS_FILE = SUITES_DIR / "_models.yaml"
@@ -539,7 +539,7 @@ def plot(result: dict, directory) -> list:
 
 # ---- CLI: bench -----------------------------------------------------------------------------
 
-def _default_suite() -> str:
+def default_suite() -> str:
     return "quick" if pick_device(None).type == "cpu" else "full"
 
 
@@ -570,14 +570,14 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
 def _command_line() -> str:
     argv = sys.argv[:]
     if argv and argv[0].endswith(("runner.py", "__main__.py")):
-        argv[0] = "python -m bench.runner"
+        argv[0] = "python -m ascend_kernels.bench.runner"
     elif argv and os.path.basename(argv[0]) in ("cli.py", "ascend-kernels"):
         argv[0] = "ascend-kernels"
     return " ".join(argv[:1] + [shlex.quote(a) for a in argv[1:]])
 
 
 def run_bench(args) -> int:
-    suite = load_suite(args.suite or _default_suite())
+    suite = load_suite(args.suite or default_suite())
     device = pick_device(args.device)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.list:
@@ -620,138 +620,12 @@ def run_bench(args) -> int:
     return 0 if not any(r["status"] == "WRONG" and r["kind"] == "triton" for r in result["rows"]) else 1
 
 
-# ---- CLI: tune ------------------------------------------------------------------------------
-
-def add_tune_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--op", nargs="+", choices=prov.OPS, metavar="OP", help="ops to tune (default: all)")
-    p.add_argument("--suite", default=None, help="the shapes to tune for (default: quick on CPU, full elsewhere)")
-    p.add_argument("--export", action="store_true",
-                   help="also write the shipped defaults for this device into ascend_kernels/tuned/")
-    p.add_argument("--device", help="cuda, npu, ... (default: the accelerator if any)")
-    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-
-
-def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: torch.dtype,
-               progress: bool = True) -> list:
-    """Tune every distinct tuning key of the suite; returns rows (op, key, best, ms, default ms)."""
-    from ascend_kernels.launcher import autotune, device as _device, dispatch
-
-    backend = device.type
-    rows = []
-    work = []
-    for op in ops or list(suite["ops"]):
-        if op not in suite["ops"]:
-            continue
-        spec = dispatch.get_spec(op)
-        if spec.make_problem is None:
-            rows.append({"op": op, "key": "*", "note": "the op has no make_problem"})
-            continue
-        mod = prov.op_module(op)
-        work += [(op, spec, mod, s) for s in suite["ops"][op]]
-    ok, why = _device.triton_runs_on(backend)
-    bar = _progress(len(work), progress)
-    seen = set()
-    try:
-        for op, spec, mod, shape in work:
-            bar.set_description(f"tune {op}")
-            bar.update(1)
-            try:
-                t = mod.tune_shape(shape)
-                problem = spec.make_problem(t, device, getattr(torch, t["dtype"]) if "dtype" in t else dtype)
-                key = autotune.key_of(spec, problem)
-            except Exception as exc:
-                rows.append({"op": op, "key": mod.label(shape), "note": f"make_problem: {_short(exc)}"})
-                continue
-            if (op, key) in seen:
-                continue
-            seen.add((op, key))
-            cap_ok, cap_why = spec.capability(backend, problem) if ok else (False, why)
-            if not cap_ok:
-                rows.append({"op": op, "key": key, "note": f"not tunable: {cap_why}"})
-                continue
-            default = spec.default_config(backend, problem)
-            if backend == "cpu":
-                rows.append({"op": op, "key": key, "best": default,
-                             "note": "cpu (interpreter): one config, nothing to time"})
-                continue
-            try:
-                default_ms = autotune.time_config(spec, problem, default)
-            except Exception as exc:
-                default_ms = None
-                rows.append({"op": op, "key": key, "note": f"default config failed: {_short(exc)}"})
-            best, timings = autotune.tune(spec, problem, save=True)
-            best_ms = timings.get(json.dumps(best, sort_keys=True))
-            n_ok = sum(isinstance(v, float) for v in timings.values())
-            rows.append({"op": op, "key": key, "best": best,
-                         "best_ms": best_ms if isinstance(best_ms, float) else None,
-                         "default": default, "default_ms": default_ms,
-                         "note": f"{n_ok}/{len(timings)} configs ran"})
-            del problem
-            _free(device)
-    finally:
-        bar.close()
-    return rows
-
-
-def export_shipped(device: torch.device) -> Optional[Path]:
-    """Write this device's tuned entries (current kernel sources only) as the shipped defaults."""
-    from ascend_kernels.launcher import autotune, device as _device, dispatch
-
-    backend, name = device.type, _device.device_name(device)
-    autotune.reset()
-    tab = autotune.table(backend, name)
-    ops = {}
-    for op, entry in tab.user.items():
-        try:
-            spec = dispatch.get_spec(op)
-        except ValueError:
-            continue
-        if entry.get("source") == autotune.source_hash(spec):
-            ops[op] = {k: v for k, v in entry.items() if not k.startswith("_")}
-    if not ops:
-        return None
-    path = autotune.shipped_file(backend, name)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    data = {"format": autotune.FORMAT, "backend": backend, "device": name,
-            "triton": _device.TRITON_VERSION, "ops": ops}
-    path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
-    return path
-
-
-def run_tune(args) -> int:
-    from ascend_kernels.launcher import autotune, device as _device
-
-    suite = load_suite(args.suite or _default_suite())
-    device = pick_device(args.device)
-    dtype = getattr(torch, args.dtype) if args.dtype else getattr(torch, suite.get("dtype") or "bfloat16")
-    print(f"# tune on {_device.device_name(device)} ({device.type}), suite {suite['name']}, "
-          f"{str(dtype).replace('torch.', '')}")
-    rows = tune_suite(suite, args.op, device, dtype, progress=not args.no_progress)
-    print("| op | key | best config | best ms | default ms | speedup over default | note |")
-    print("|---|---|---|---:|---:|---:|---|")
-    for r in rows:
-        sp = (r["default_ms"] / r["best_ms"]) if r.get("best_ms") and r.get("default_ms") else None
-        print(f"| {r['op']} | {r['key']} | {json.dumps(r['best'], sort_keys=True) if r.get('best') else '—'} | "
-              f"{_ms(r.get('best_ms'))} | {_ms(r.get('default_ms'))} | "
-              f"{_fmt(sp, '.2f')}{'x' if sp else ''} | {r.get('note', '')} |")
-    if device.type != "cpu":
-        print(f"\ncache: {autotune.cache_file(device.type, _device.device_name(device))}")
-    if args.export:
-        path = export_shipped(device)
-        print(f"exported shipped defaults: {path}" if path else "nothing tuned to export")
-    return 0
-
-
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ascend_kernels.bench.runner", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("bench", help="time every op against the fallback and the peers")
     add_bench_arguments(p)
     p.set_defaults(func=run_bench)
-    p = sub.add_parser("tune", help="autotune on this device and store the results")
-    add_tune_arguments(p)
-    p.set_defaults(func=run_tune)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -1,0 +1,21 @@
+"""NVIDIA GPUs through upstream Triton; PyTorch (SDPA etc.) takes what the kernels cannot."""
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+FALLBACK = "reference"
+OPTIONS = ("num_warps", "num_stages")
+
+
+def properties(index: int) -> dict:
+    p = torch.cuda.get_device_properties(index)
+    tma = p.major >= 9 and importlib.util.find_spec("triton.tools.tensor_descriptor") is not None
+    return {"name": p.name, "num_aicore": p.multi_processor_count,
+            "num_vectorcore": p.multi_processor_count, "ub_bytes": None, "tma": tma,
+            "smem_bytes": getattr(p, "shared_memory_per_block_optin", None)}
+
+
+def launch_options(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k in OPTIONS}

@@ -1,0 +1,125 @@
+"""One kernel launch, and its replay for later calls with the same signature.
+
+`Launch` is what an op's `launches(problem, config, backend)` returns: the jit function, the
+grid, the runtime arguments by name, the constexprs and the launch options. The first call
+runs it through Triton's own launcher (`JITFunction.run`: argument binding, specialisation,
+the compile cache), which returns the compiled kernel. A `Replay` then calls that compiled
+kernel's launcher directly with the arguments re-bound to the new call's tensors: everything
+else (grid, scalars, constexprs) depends only on the signature the plan is cached under, which
+includes each tensor's 16-byte alignment, the one value-dependent fact Triton specialises on.
+
+Replays go through `CompiledKernel[grid](*args)`, which takes the bound arguments in the
+kernel's parameter order: every parameter from triton 3.3 on (constexprs included), the
+non-constexpr ones before (triton 3.2, which triton-ascend 3.2 is). Under the interpreter,
+or with ASCEND_KERNELS_DIRECT_LAUNCH=0, a replay calls `kernel[grid](**kwargs)` instead.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import torch
+
+from . import device as _device
+
+DIRECT_ENV = "ASCEND_KERNELS_DIRECT_LAUNCH"
+_VERSION = tuple(int(x) for x in _device.TRITON_VERSION.split(".")[:2])
+_RUNNER_TAKES_CONSTEXPRS = _VERSION >= (3, 3)
+
+
+@dataclasses.dataclass
+class Launch:
+    kernel: Any          # the @triton.jit function
+    grid: tuple
+    args: dict           # runtime arguments by name (tensors, ints, floats)
+    constexprs: dict
+    options: dict        # launch options (num_warps, Ascend compile options, ...)
+
+    def __call__(self):
+        """Launch through Triton's own launcher; returns the compiled kernel (None under the
+        interpreter)."""
+        return self.kernel[self.grid](**self.args, **self.constexprs, **self.options)
+
+
+def _params(kernel) -> list:
+    """(name, is_constexpr) of each kernel parameter, in order."""
+    return [(p.name, bool(p.is_constexpr)) for p in kernel.params]
+
+
+class Scratch:
+    """Rebuilds, per call, the kernel arguments that are neither fields of the problem nor
+    constants: work buffers the op allocated for its launches (and views of them), shared by
+    all the launches of one call."""
+
+    def __init__(self):
+        self.roots: list = []   # (storage data pointer, bytes, device) of each buffer
+        self.views: list = []   # (root index, dtype, shape, stride, storage offset)
+
+    def add(self, t: torch.Tensor) -> int:
+        storage = t.untyped_storage()
+        spec = (storage.data_ptr(), storage.nbytes(), t.device)
+        if spec not in self.roots:
+            self.roots.append(spec)
+        self.views.append((self.roots.index(spec), t.dtype, tuple(t.shape), t.stride(), t.storage_offset()))
+        return len(self.views) - 1
+
+    def make(self) -> list:
+        if not self.views:
+            return []
+        roots = [torch.empty(n, dtype=torch.uint8, device=dev) for _, n, dev in self.roots]
+        typed: dict = {}
+        out = []
+        for r, dtype, shape, stride, offset in self.views:
+            if (r, dtype) not in typed:
+                typed[r, dtype] = roots[r].view(dtype)
+            out.append(typed[r, dtype].as_strided(shape, stride, offset))
+        return out
+
+
+class Replay:
+    """A launch re-bound to new tensors: built from the first call's `Launch`, the problem it
+    was made for, and the compiled kernel Triton returned for it."""
+
+    def __init__(self, launch: Launch, problem: Any, field_names: tuple, compiled: Any, scratch: Scratch):
+        fields = {id(getattr(problem, f)): f for f in field_names
+                  if isinstance(getattr(problem, f), torch.Tensor)}
+        values = dict(launch.args, **launch.constexprs)
+        self.names = [n for n, _ in _params(launch.kernel)] if hasattr(launch.kernel, "params") \
+            else list(values)
+        self.template = [values.get(n) for n in self.names]
+        self.fields: list = []   # (position, field name)
+        self.descs: list = []    # (position, field name, descriptor)
+        self.scratch = scratch
+        self.scratch_at: list = []  # (position, view index)
+        self.ok = True
+        for i, v in enumerate(self.template):
+            if isinstance(v, torch.Tensor):
+                if id(v) in fields:
+                    self.fields.append((i, fields[id(v)]))
+                else:
+                    self.scratch_at.append((i, self.scratch.add(v)))
+            elif isinstance(getattr(v, "base", None), torch.Tensor):  # a host tensor descriptor
+                self.ok &= id(v.base) in fields
+                self.descs.append((i, fields.get(id(v.base)), v))
+        self.launch = launch
+        self.runner = None
+        if compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
+                and hasattr(launch.kernel, "params"):
+            grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
+            self.runner = compiled[grid]
+            constexpr = [c for _, c in _params(launch.kernel)]
+            self.positions = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]
+
+    def __call__(self, problem: Any, scratch: list) -> None:
+        vals = self.template[:]
+        for i, f in self.fields:
+            vals[i] = getattr(problem, f)
+        for i, f, desc in self.descs:
+            vals[i] = dataclasses.replace(desc, base=getattr(problem, f))
+        for i, j in self.scratch_at:
+            vals[i] = scratch[j]
+        if self.runner is not None:
+            self.runner(*[vals[i] for i in self.positions])
+        else:
+            self.launch.kernel[self.launch.grid](**dict(zip(self.names, vals)), **self.launch.options)

@@ -1,0 +1,126 @@
+"""Eager host time per call of each public op against a raw Triton launch, and the graph-replay
+kernel time of each op's acceptance shape, in one process (CUDA).
+
+    PYTHONPATH=. python3 bench/gpu/host_time.py [--label NAME] [--json FILE]
+
+Host time: wall clock over 400 back-to-back calls of small, host-bound shapes, one sync at the
+end (what an eager engine step pays per call). Only the public API is used, so the same script
+times any version of the package on PYTHONPATH.
+"""
+import argparse
+import json
+import time
+
+import torch
+import triton
+import triton.language as tl
+
+import ascend_kernels as ak
+from bench.gpu._timing import graph_of, median_ms
+
+DEV = "cuda"
+
+
+@triton.jit
+def _trivial(x_ptr):
+    tl.store(x_ptr, 1.0)
+
+
+def per_call_us(fn, calls: int = 400) -> float:
+    for _ in range(20):
+        fn()
+    torch.cuda.synchronize()
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+        best = min(best, (time.perf_counter() - start) / calls * 1e6)
+    return best
+
+
+def rac_inputs(tokens, heads=8, head=128, bs=16, num_blocks=1024):
+    k = torch.randn(tokens, heads, head, device=DEV, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    kc = torch.zeros(num_blocks, bs, heads, head, device=DEV, dtype=torch.bfloat16)
+    vc = torch.zeros_like(kc)
+    slots = torch.randperm(num_blocks * bs, device=DEV)[:tokens].to(torch.int64)
+    return k, v, kc, vc, slots
+
+
+def pa_inputs(seqs, ctx, heads=32, kv=8, head=128, bs=16):
+    nb = seqs * (ctx // bs)
+    q = torch.randn(seqs, heads, head, device=DEV, dtype=torch.bfloat16)
+    kc = torch.randn(nb, bs, kv, head, device=DEV, dtype=torch.bfloat16)
+    vc = torch.randn_like(kc)
+    bt = torch.randperm(nb, device=DEV).to(torch.int32).reshape(seqs, ctx // bs)
+    lens = torch.full((seqs,), ctx, device=DEV, dtype=torch.int32)
+    return q, kc, vc, bt, lens, torch.empty_like(q)
+
+
+def fa_inputs(batch, seq, heads=32, kv=8, head=128):
+    q = torch.randn(batch * seq, heads, head, device=DEV, dtype=torch.bfloat16)
+    k = torch.randn(batch * seq, kv, head, device=DEV, dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    cu = torch.arange(batch + 1, device=DEV, dtype=torch.int32) * seq
+    return q, k, v, cu, torch.empty_like(q)
+
+
+def sampling_inputs(batch, vocab):
+    logits = torch.randn(batch, vocab, device=DEV) * 3
+    seeds = torch.arange(batch, device=DEV, dtype=torch.int64) * 7919 + 1
+    return logits, seeds
+
+
+def calls():
+    """(name, eager small call, graph-replay acceptance call)."""
+    x = torch.zeros(1, device=DEV)
+    k, v, kc, vc, slots = rac_inputs(16)
+    flat_k, flat_v = kc.view(-1, *kc.shape[2:]), vc.view(-1, *vc.shape[2:])
+    big = rac_inputs(8192, num_blocks=4 * 8192 // 16)
+    q, pkc, pvc, bt, lens, out = pa_inputs(4, 1024)
+    bq, bkc, bvc, bbt, blens, bout = pa_inputs(64, 4096)
+    fq, fk, fv, fcu, fout = fa_inputs(1, 64)
+    Fq, Fk, Fv, Fcu, Fout = fa_inputs(2, 4096)
+    logits, seeds = sampling_inputs(4, 32000)
+    blogits, bseeds = sampling_inputs(64, 128256)
+    yield "raw @triton.jit launch", lambda: _trivial[(1,)](x), None
+    yield ("two index_copy_ (16 tokens)",
+           lambda: (flat_k.index_copy_(0, slots, k), flat_v.index_copy_(0, slots, v)), None)
+    yield ("reshape_and_cache", lambda: ak.reshape_and_cache(k, v, kc, vc, slots),
+           lambda: ak.reshape_and_cache(*big))
+    yield ("paged_attention", lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out),
+           lambda: ak.paged_attention(bq, bkc, bvc, bbt, blens, out=bout))
+    yield ("flash_attention", lambda: ak.flash_attention(fq, fk, fv, cu_seqlens_q=fcu, max_seqlen_q=64, out=fout),
+           lambda: ak.flash_attention(Fq, Fk, Fv, cu_seqlens_q=Fcu, max_seqlen_q=4096, out=Fout))
+    yield ("topk_topp_sampling", lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds),
+           lambda: ak.topk_topp_sampling(blogits, top_k=50, top_p=0.9, seeds=bseeds))
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--label", default="")
+    ap.add_argument("--json")
+    args = ap.parse_args()
+    rows = []
+    for name, eager, accept in calls():
+        row = {"label": args.label, "call": name, "host_us_per_call": per_call_us(eager)}
+        if accept is not None:
+            row["graph_replay_ms"] = median_ms(graph_of(accept).replay)
+        rows.append(row)
+    raw = rows[0]["host_us_per_call"]
+    print(f"# {args.label}: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
+    print("| call | host µs/call | x raw launch | graph replay ms (acceptance shape) |")
+    print("|---|---:|---:|---:|")
+    for r in rows:
+        g = r.get("graph_replay_ms")
+        print(f"| {r['call']} | {r['host_us_per_call']:.1f} | {r['host_us_per_call'] / raw:.2f} | "
+              f"{'' if g is None else f'{g:.4f}'} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
