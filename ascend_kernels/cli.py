@@ -4,29 +4,23 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import Optional
 
 import torch
 
 from . import __version__
+from .bench import problems, providers as prov, runner
+from .bench.runner import UsageError
 from .launcher import autotune, device as _device, dispatch, op as _op
 
-DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-
-
-def _parse_shape(pairs: list[str]) -> dict:
-    shape = {}
-    for pair in pairs:
-        name, sep, value = pair.partition("=")
-        if not sep:
-            raise SystemExit(f"--shape takes name=value pairs, got {pair!r}")
-        try:
-            shape[name] = json.loads(value)
-        except json.JSONDecodeError:
-            shape[name] = value
-    return shape
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32,
+          "fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+STRING_KEYS = ("model", "logits_dtype")  # shape keys whose values are names, not numbers
 
 
 def cmd_env(args) -> int:
+    from .tuning import tune_advice
+
     dev = _device.default_device()
     print(f"ascend_kernels {__version__}")
     for name, version in _device.versions().items():
@@ -53,32 +47,121 @@ def cmd_env(args) -> int:
         except Exception as exc:
             print(f"  {path.name}: unreadable ({exc})")
     if not files:
-        print("  (no tuning results yet: `ascend-kernels tune`)")
+        print("  (no tuning results)")
+    print(f"{'tune':16s} {tune_advice(dev.type)[1]}")
     shipped = sorted(autotune.SHIPPED_DIR.glob("*.json"))
     print(f"{'shipped tuning':16s} {', '.join(p.name for p in shipped) or 'none'}")
     return 0
 
 
-def cmd_explain(args) -> int:
-    from .bench import problems
+# ---- explain: a shape in the suites' vocabulary -> the op's problem -> the path decision ----
 
+class _Probe(dict):
+    """A suite shape that records the keys read from it. A missing key read with [] is recorded
+    and reads as 1, so one pass finds every missing key; with present=True every key reads as
+    present (1 unless a default is given), so every branch is taken and every key is seen."""
+
+    def __init__(self, shape: dict, present: bool = False):
+        super().__init__(shape)
+        self.present, self.read, self.missing = present, {}, {}
+
+    def _value(self, key, default):
+        self.read[key] = None
+        return dict.__getitem__(self, key) if dict.__contains__(self, key) else default
+
+    def __getitem__(self, key):
+        if not (self.present or dict.__contains__(self, key)):
+            self.missing[key] = None
+        return self._value(key, 1)
+
+    def get(self, key, default=None):
+        return self._value(key, 1 if self.present and default is None else default)
+
+    def __contains__(self, key):
+        self.read[key] = None
+        return self.present or dict.__contains__(self, key)
+
+
+def _probe(op: str, shape: dict, present: bool = False) -> _Probe:
+    """Run the bench provider's label, tune_shape and cost over a probe of `shape`."""
+    mod = prov.op_module(op)
+    probe = _Probe(shape, present)
+    for fn in (mod.label, mod.tune_shape, lambda s: mod.cost(s, torch.float32)):
+        try:
+            fn(probe)
+        except Exception:  # a placeholder value that does not fit: the real call reports it
+            pass
+    return probe
+
+
+def _parse_shape(pairs: list) -> tuple[dict, list]:
+    """NAME=VALUE pairs -> (shape, errors); values are JSON numbers or booleans (names for
+    STRING_KEYS)."""
+    shape, errors = {}, []
+    for pair in pairs:
+        name, sep, text = pair.partition("=")
+        if not (sep and name):
+            errors.append(f"{pair!r} is not NAME=VALUE")
+            continue
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text
+        if name not in STRING_KEYS and not isinstance(value, (int, float)):
+            errors.append(f"{name}={text} is not a number")
+        shape[name] = value
+    return shape, errors
+
+
+def suite_shape(op: str, pairs: list, model: Optional[str] = None) -> tuple[dict, list]:
+    """--shape pairs (the keys of a suite entry of `op`; `model` merges that model's fields as a
+    suite entry does) -> (the suite shape, the keys given). Every malformed value, unknown key
+    and missing key is reported at once, as a UsageError."""
+    shape, errors = _parse_shape(pairs)
+    given = list(shape)
+    known = {"model": None, **_probe(op, {}, present=True).read}
+    unknown = [k for k in shape if k not in known]
+    if unknown:
+        errors.append(f"unknown {', '.join(unknown)} (the keys of a {op} suite entry: {', '.join(sorted(known))})")
+    model = model or shape.get("model")
+    if model is not None:
+        models = runner.load_models()
+        if model not in models:
+            errors.append(f"unknown model {model!r} (models: {', '.join(models)})")
+        else:
+            shape = {**models[model], **shape, "model": model}
+    missing = [k for k in _probe(op, shape).missing if k not in unknown]
+    if missing:
+        errors.append(f"missing {', '.join(missing)} (pass --shape " + " ".join(f"{k}=N" for k in missing)
+                      + (" or --model NAME" if model is None else "") + ")")
+    if errors:
+        raise UsageError(f"{op}: " + "; ".join(errors))
+    return shape, [k for k in given if k != "model"]
+
+
+def cmd_explain(args) -> int:
     spec = _op.get(args.op)
-    device = torch.device(args.device) if args.device else _device.default_device()
-    shape = _parse_shape(args.shape)
+    device = runner.pick_device(args.device)
+    shape, given = suite_shape(args.op, args.shape, args.model)
+    used = _Probe(shape)
+    t = prov.op_module(args.op).tune_shape(used)  # the suite's vocabulary -> problems.make's
+    dtype = getattr(torch, t["dtype"]) if "dtype" in t else DTYPES[args.dtype]
     try:
-        problem = problems.make(args.op, shape, device, DTYPES[args.dtype])
-    except KeyError as exc:
-        print(f"explain {args.op}: the shape needs {exc} (pass --shape {exc.args[0]}=N)", file=sys.stderr)
-        return 2
+        problem = problems.make(args.op, t, device, dtype)
+    except (ValueError, TypeError, RuntimeError) as exc:  # the op's own validation
+        raise UsageError(f"{args.op}: {exc}") from None
     decision = dispatch.decide(spec, problem)
     print(decision)
     if decision.path == "triton":
         print(f"tuning key: {autotune.key_of(spec, problem)}")
+    ignored = [k for k in given if k not in used.read]
+    if ignored:
+        print(f"not part of the decision (used by the bench only): {', '.join(ignored)}")
     return 0
 
 
 def _add_optional_commands(sub) -> None:
-    """check (triton-ascend's adapter), bench and tune plug in here."""
+    """check (triton-ascend's adapter), bench and tune."""
     from . import ascend_check
 
     p = sub.add_parser("check", help="lower every kernel x Ascend config through triton-ascend's adapter "
@@ -86,7 +169,6 @@ def _add_optional_commands(sub) -> None:
     ascend_check.add_check_arguments(p)
     p.set_defaults(func=ascend_check.run_check)
     from . import tuning
-    from .bench import runner
 
     p = sub.add_parser("bench", help="time every op against the fallback and the peers")
     runner.add_bench_arguments(p)
@@ -105,17 +187,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("explain", help="which path (triton or fallback) an op takes for a shape, and why")
     p.add_argument("op", choices=_op.op_names())
     p.add_argument("--shape", nargs="*", default=[], metavar="NAME=VALUE",
-                   help="shape parameters, as in the bench suites (e.g. tokens=8192 kv_heads=8)")
-    p.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+                   help="the shape, with the keys of a suite entry (bench/suites/*.yaml), e.g. for "
+                        "paged_attention: batch=64 context=4096 q_heads=32 kv_heads=8 head_size=128 "
+                        "block_size=128")
+    p.add_argument("--model", help="take q_heads, kv_heads, head_size, vocab, ... from this model of "
+                                   "bench/suites/_models.yaml (the --shape keys win)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="bfloat16")
     p.add_argument("--device", default=None, help="cpu, cuda, npu (default: the accelerator if any)")
     p.set_defaults(func=cmd_explain)
     _add_optional_commands(sub)
+    for p in sub.choices.values():
+        p.set_defaults(_parser=p)
     return parser
 
 
 def main(argv=None) -> int:
+    """Run the CLI; a wrong value is a usage error (status 2, the valid choices named)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    args.argv = argv  # `bench` runs itself again with the interpreter on (see bench/runner.py)
+    try:
+        return int(args.func(args) or 0)
+    except UsageError as exc:
+        args._parser.error(str(exc))  # exits with status 2
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@ shapes of a bench suite, store the best configs in the user's tuning cache, and 
 the shipped defaults (`ascend_kernels/tuned/`).
 
 On Ascend the search space is first pruned by the Ascend compile check's verdicts (see
-launcher/autotune.py). Timing is `triton.testing.do_bench` on a GPU/NPU; on CPU (the
-interpreter) there is nothing worth timing and one config per op is reported.
+launcher/autotune.py). Timing is `triton.testing.do_bench` on a GPU/NPU; on CPU nothing is
+timed (interpreter timings say nothing about a GPU or an NPU): the run lists each tuning key
+and the config it would use. `tune_advice` is what `tune` and `env` say about it.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import Optional
 import torch
 
 from .bench import problems, providers as prov
-from .bench.runner import _fmt, _free, _ms, _progress, _short, default_suite, load_suite, pick_device
+from .bench.runner import _fmt, _free, _ms, _progress, _short, ops_arg, pick_device, suite_arg
 from .launcher import autotune, device as _device, op as _op
 
 
@@ -28,6 +29,20 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", help="cuda, npu, ... (default: the accelerator if any)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def tune_advice(backend: str) -> tuple[bool, str]:
+    """(whether `ascend-kernels tune` times anything for this backend here, what to tell the user)."""
+    if backend == "cpu":
+        return False, ("nothing to tune on CPU: Triton interpreter timings say nothing about a GPU or an "
+                       "NPU. Run `ascend-kernels tune` on a machine with an NVIDIA GPU (upstream triton) or "
+                       "an Ascend NPU (triton-ascend); it stores the best configs in the tuning cache, and "
+                       "`--export` writes them as the shipped defaults")
+    ok, why = _device.triton_runs_on(backend)
+    if not ok:
+        return False, f"nothing to tune: {why}"
+    return True, (f"`ascend-kernels tune` times each op's search space on this {backend} device for a "
+                  f"suite's shapes and stores the best configs in the tuning cache")
 
 
 def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: torch.dtype,
@@ -66,7 +81,7 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
             default = autotune.get_config(spec, backend, problem)[0]
             if backend == "cpu":
                 rows.append({"op": op, "key": key, "best": default,
-                             "note": "cpu (interpreter): one config, nothing to time"})
+                             "note": "CPU: the config a call uses; nothing to time"})
                 continue
             try:
                 default_ms = autotune.time_config(spec, problem, default)
@@ -111,12 +126,16 @@ def export_shipped(device: torch.device) -> Optional[Path]:
 
 
 def run_tune(args) -> int:
-    suite = load_suite(args.suite or default_suite())
     device = pick_device(args.device)
+    suite = suite_arg(args.suite, device)
+    ops = ops_arg(suite, args.op)
     dtype = getattr(torch, args.dtype) if args.dtype else getattr(torch, suite.get("dtype") or "bfloat16")
     print(f"# tune on {_device.device_name(device)} ({device.type}), suite {suite['name']}, "
           f"{str(dtype).replace('torch.', '')}")
-    rows = tune_suite(suite, args.op, device, dtype, progress=not args.no_progress)
+    times, advice = tune_advice(device.type)
+    if not times:
+        print(f"\n{advice}. Below: each tuning key of the suite and the config a call uses now.\n")
+    rows = tune_suite(suite, ops, device, dtype, progress=not args.no_progress)
     print("| op | key | best config | best ms | default ms | speedup over default | note |")
     print("|---|---|---|---:|---:|---:|---|")
     for r in rows:
@@ -124,7 +143,7 @@ def run_tune(args) -> int:
         print(f"| {r['op']} | {r['key']} | {json.dumps(r['best'], sort_keys=True) if r.get('best') else '—'} | "
               f"{_ms(r.get('best_ms'))} | {_ms(r.get('default_ms'))} | "
               f"{_fmt(sp, '.2f')}{'x' if sp else ''} | {r.get('note', '')} |")
-    if device.type != "cpu":
+    if times:
         print(f"\ncache: {autotune.cache_file(device.type, _device.device_name(device))}")
     if args.export:
         path = export_shipped(device)

@@ -1,6 +1,7 @@
 """The bench runner: suites, providers, checks, absent/wrong providers, outputs, tune (CPU)."""
 import json
 
+import pytest
 import torch
 
 from ascend_kernels.bench import problems, providers as prov
@@ -149,21 +150,112 @@ def test_sampler_check_rejects_ids_outside_the_set(seed):
     assert not mod.check((good, e["probs"] * 2), e, x)[0]
 
 
-def test_cli_writes_csv_json_markdown(tmp_path, capsys):
-    import argparse
+TINY_SUITE = ("name: tiny\ndtype: float16\nwarmup_ms: 1\nrep_ms: 5\nops:\n  reshape_and_cache:\n"
+              "    - {tokens: 5, kv_heads: 2, head_size: 32, block_size: 16}\n")
 
-    parser = argparse.ArgumentParser()
-    runner.add_bench_arguments(parser)
-    args = parser.parse_args(["--suite", "quick", "--op", "reshape_and_cache", "--providers", "fallback",
-                              "index_copy_", "--csv", str(tmp_path / "b.csv"), "--json",
-                              str(tmp_path / "b.json"), "--no-progress", "--device", "cpu"])
-    assert runner.run_bench(args) == 0
-    out = capsys.readouterr().out
-    assert "## reshape_and_cache" in out and "index_copy_" in out
-    data = json.loads((tmp_path / "b.json").read_text())
-    assert data["header"]["suite"] == "quick" and data["rows"]
-    csv_text = (tmp_path / "b.csv").read_text()
-    assert "median_ms" in csv_text and "index_copy_" in csv_text
+
+@pytest.fixture
+def tiny_suite(tmp_path):
+    """One tiny reshape_and_cache case: the quick suite cut to what runs in a second on CPU."""
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY_SUITE)
+    return str(path)
+
+
+def _bench(argv):
+    from ascend_kernels import cli
+
+    return cli.main(["bench", "--device", "cpu", "--no-progress", *argv])
+
+
+def test_bench_writes_its_results_folder(tiny_suite, tmp_path, capsys):
+    out_dir = tmp_path / "res"
+    assert _bench(["--suite", tiny_suite, "--providers", "triton", "fallback", "index_copy_",
+                   "--results", str(out_dir)]) == 0
+    captured = capsys.readouterr()
+    assert "## reshape_and_cache" in captured.out and "host µs/call" in captured.out
+    assert f"results in {out_dir}" in captured.err
+    names = {p.name for p in out_dir.iterdir()}
+    assert {"bench.md", "bench.csv", "bench.json", "command.txt"} <= names
+    data = json.loads((out_dir / "bench.json").read_text())
+    assert data["header"]["suite"] == "tiny" and data["header"]["command"].startswith("ascend-kernels bench")
+    rows = {r["provider"]: r for r in data["rows"]}
+    assert set(rows) == {"triton", "fallback", "index_copy_"}
+    for r in rows.values():  # kernel time and host time per call, measured in the same run
+        assert r["status"] == "ok" and r["median_ms"] > 0 and r["host_us"] > 0, r
+    assert "host_us" in (out_dir / "bench.csv").read_text()
+    assert (out_dir / "bench.md").read_text() == captured.out
+    try:
+        import matplotlib  # noqa: F401
+        assert "reshape_and_cache.png" in names
+    except ImportError:
+        pass
+
+
+def test_bench_results_go_to_a_fresh_folder_by_default(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    argv = ["--suite", "quick", "--op", "reshape_and_cache", "--providers", "fallback"]
+    assert _bench(argv) == 0 and _bench(argv) == 0
+    runs = sorted((tmp_path / "ascend_kernels_results").iterdir())
+    assert len(runs) == 2 and all(p.name.endswith(("-cpu", "-cpu-2")) for p in runs)
+    assert all((p / "bench.json").exists() for p in runs)
+    err = capsys.readouterr().err
+    assert all(f"results in {p.relative_to(tmp_path)}" in err for p in runs)
+
+
+def test_host_us_per_call_times_back_to_back_calls():
+    calls = []
+    us = runner.host_us_per_call(lambda: calls.append(1), torch.device("cpu"), median_ms=0.001, budget_ms=10)
+    assert len(calls) == 100 and us > 0
+    calls.clear()
+    runner.host_us_per_call(lambda: calls.append(1), torch.device("cpu"), median_ms=50.0, budget_ms=20)
+    assert len(calls) == 1  # one slow call is timed once
+
+
+def test_cpu_bench_reruns_itself_with_the_interpreter(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from ascend_kernels.launcher import device as _device
+
+    execs = []
+
+    def fake_execve(path, argv, env):
+        execs.append((path, argv, env))
+        raise SystemExit(0)
+
+    monkeypatch.setattr(runner.os, "execve", fake_execve)
+    monkeypatch.setattr(_device, "INTERPRETER_ON", False)
+    monkeypatch.delenv(_device.INTERPRET_ENV, raising=False)
+    monkeypatch.chdir(tmp_path)
+    argv = ["--suite", "quick", "--op", "reshape_and_cache"]
+    assert _bench([*argv, "--providers", "fallback"]) == 0  # no triton provider: no re-run
+    assert not execs
+    capsys.readouterr()
+    with pytest.raises(SystemExit):
+        _bench(argv)
+    ((path, new_argv, env),) = execs
+    assert path == sys.executable and env[_device.INTERPRET_ENV] == "1"
+    assert new_argv == [sys.executable, "-m", "ascend_kernels.cli", "bench", "--device", "cpu",
+                        "--no-progress", *argv]
+    assert "running again with ASCEND_KERNELS_INTERPRET=1" in capsys.readouterr().err
+
+
+def test_cpu_bench_from_a_fresh_process(tiny_suite, tmp_path):
+    """What a new user runs: no interpreter switch set; the bench turns it on, runs the triton
+    provider's kernels and writes its results folder in the current directory."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("ASCEND_KERNELS_INTERPRET", "TRITON_INTERPRET")}
+    proc = subprocess.run([sys.executable, "-m", "ascend_kernels.cli", "bench", "--device", "cpu", "--suite",
+                           tiny_suite, "--providers", "triton", "fallback", "--no-progress"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.count("running again with ASCEND_KERNELS_INTERPRET=1") == 1
+    (run,) = (tmp_path / "ascend_kernels_results").iterdir()
+    rows = json.loads((run / "bench.json").read_text())["rows"]
+    assert [(r["provider"], r["status"]) for r in rows] == [("triton", "ok"), ("fallback", "ok")]
 
 
 def test_plot_or_message(tmp_path, capsys):
@@ -195,7 +287,7 @@ def test_tune_on_cpu_and_export(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(autotune, "SHIPPED_DIR", tmp_path / "tuned")
     assert tuning.run_tune(args) == 0
     out = capsys.readouterr().out
-    assert "| reshape_and_cache |" in out and "nothing to time" in out
+    assert "| reshape_and_cache |" in out and "nothing to time" in out and "nothing to tune on CPU" in out
     (path,) = (tmp_path / "tuned").glob("*.json")
     data = json.loads(path.read_text())
     assert data["backend"] == "cpu" and "tokens~8" in data["ops"]["reshape_and_cache"]["entries"]
@@ -214,3 +306,25 @@ def test_flash_window_case_without_causal_flag_checks_ok():
     for name in ("triton", "fallback"):
         rows = _rows(res, name)
         assert len(rows) == 1 and rows[0]["status"] == "ok", rows
+
+
+def test_the_test_command_is_hermetic():
+    """tests/lanes.sh installs the dev extras (with the numpy pin triton-ascend's interpreter
+    needs), writes only under its private temporary folder and fails if the checkout changed;
+    no test names a fixed temporary or cache path."""
+    import pathlib
+    import tomllib
+
+    root = pathlib.Path(__file__).resolve().parent.parent
+    dev = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]
+    assert "numpy<2.4" in dev and "pytest" in dev
+    lanes = (root / "tests" / "lanes.sh").read_text()
+    assert '-e ".[dev]"' in lanes and "mktemp -d" in lanes
+    for private in ('--results "$out/', '--out "$out/', '--basetemp="$out/', 'ASCEND_KERNELS_CACHE_DIR="$out/',
+                    'TRITON_CACHE_DIR="$out/', 'MPLCONFIGDIR="$out/'):
+        assert private in lanes, private
+    assert "git status --porcelain" in lanes and lanes.rstrip().endswith("fi")
+    fixed = ("/" + "tmp/", "~/" + ".cache", "Path" + ".home()")
+    for path in (root / "tests").glob("*.py"):
+        text = path.read_text()
+        assert not any(f in text for f in fixed), path.name

@@ -422,3 +422,32 @@ def test_each_op_reports_its_torch_npu_route(npu, name):
     p = problems.make(name, shape, "cpu", torch.float16)
     path, reason = defn.fallbacks["fallback_atb"].route(p)
     assert isinstance(path, str) and path and isinstance(reason, str) and reason
+
+
+# ------------------------------------------------------------------- quantized (int8) KV caches
+
+def test_rac_int8_per_head_scales_through_atb(npu, gen):
+    fake = npu()
+    key, value, kc, vc, slots, _ = _rac_case(gen, torch.int8)
+    scales = dict(k_scale=0.01 + 0.03 * torch.rand(3, generator=gen), v_scale=0.01 + 0.03 * torch.rand(3, generator=gen))
+    _rac_check(key, value, kc, vc, slots, scales)  # quantized per kv head before ATB
+    assert fake.calls == ["_npu_reshape_and_cache"]
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_pa_int8_cache_takes_the_reference_with_reason(npu, gen, per_head):
+    """Neither torch_npu contract is clear for int8 caches (see fallback_atb/paged_attention.py):
+    the dequantizing reference runs on the device, and no torch_npu operator is called."""
+    fake = npu()
+    q, kc, vc, bt, lens = _pa_case(gen, torch.bfloat16, 128, 128, [130, 0, 7])
+    kq = torch.randint(-128, 128, kc.shape, generator=gen, dtype=torch.int8)
+    vq = torch.randint(-128, 128, vc.shape, generator=gen, dtype=torch.int8)
+    n = kc.shape[2] if per_head else 1
+    scales = dict(k_scale=0.01 + 0.02 * torch.rand(n, generator=gen), v_scale=0.01 + 0.02 * torch.rand(n, generator=gen))
+    path, reason = pa.route(q, kq, vq, bt, lens, **scales)
+    assert path == "reference" and "int8 cache" in reason
+    out = poison_like(q)
+    pa.paged_attention(q, kq, vq, bt, lens, out, scale=0.08, **scales)
+    expect = ref_pa(q, kq, vq, bt, lens, 0.08, compute_dtype=torch.float64, **scales)
+    torch.testing.assert_close(out.double(), expect, atol=2e-2, rtol=2e-2)
+    assert fake.calls == []

@@ -21,9 +21,11 @@ def _cu(lens, device):
 
 
 def make_case(lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.float16, block_size=None,
-              device="cpu", seed=0):
+              device="cpu", seed=0, cache_dtype=None, per_head=False):
     """Fresh random inputs (never zeros). Paged: shuffled pages plus spare ones, block-table
-    entries past a sequence's pages point at a real page too (they must not be read)."""
+    entries past a sequence's pages point at a real page too (they must not be read).
+    cache_dtype int8/fp8: the paged cache quantized with k_scale/v_scale (per kv head or per
+    tensor); case["k_true"]/["v_true"] keep the unquantized values."""
     g = torch.Generator().manual_seed(seed_of_test(seed))
 
     def rnd(*shape):
@@ -44,12 +46,31 @@ def make_case(lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.float16, b
             i += n
         case["block_table"] = bt.to(device)
         case["seqused_k"] = torch.tensor(lens_k, dtype=I32, device=device)
+        if cache_dtype is not None:
+            quantize(case, cache_dtype, per_head, g)
     else:
         # a few extra tokens past the last sequence: they must not be read
         case["k"] = rnd(sum(lens_k) + 3, kv_heads, head_size)
         case["v"] = rnd(sum(lens_k) + 3, kv_heads, head_size)
         case["cu_seqlens_k"] = _cu(lens_k, device)
     return case
+
+
+def quantize(case, cache_dtype, per_head, g):
+    """Quantize case's k/v cache in place of the originals: stored = x / scale (int8 rounded and
+    saturated, as reshape_and_cache writes it); the scales differ per kv head when per_head."""
+    kv_heads = case["k"].shape[2]
+    top = 127.0 if cache_dtype == torch.int8 else torch.finfo(cache_dtype).max
+    for name in ("k", "v"):
+        x = case[name].float()
+        amax = x.abs().amax(dim=(0, 1, 3)) * (1 + torch.rand(kv_heads, generator=g))  # some headroom
+        scale = (amax if per_head else amax.max().reshape(1)) / top
+        y = x.cpu() / scale.reshape(-1, 1)
+        if cache_dtype == torch.int8:
+            y = y.round().clamp(-128, 127)
+        case[name + "_true"] = case[name]
+        case[name] = y.to(cache_dtype).to(x.device)
+        case[name + "_scale"] = scale.to(x.device)
 
 
 def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding_window=None,
@@ -61,7 +82,7 @@ def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding
               cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
               block_table=case.get("block_table"), causal=causal, window_left=window_left,
               window_right=window_right, sliding_window=sliding_window, softcap=softcap, out=out,
-              return_lse=True)
+              return_lse=True, k_scale=case.get("k_scale"), v_scale=case.get("v_scale"))
     with force_config("flash_attention", config or {}):
         o, lse = ascend_kernels.flash_attention(q, case["k"], case["v"], **kw)
     assert o is out
@@ -69,6 +90,7 @@ def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding
     ro, rl = ref.flash_attention(q, case["k"], case["v"], case["cu_seqlens_q"], case.get("cu_seqlens_k"),
                                  case.get("seqused_k"), case.get("block_table"),
                                  1.0 / math.sqrt(q.shape[-1]), wl, wr, softcap,
+                                 k_scale=case.get("k_scale"), v_scale=case.get("v_scale"),
                                  out=torch.empty(q.shape, dtype=torch.float64, device=q.device),
                                  return_lse=True, compute_dtype=torch.float64)
     assert not torch.isnan(o).any(), "NaN in the output (unwritten rows or 0/0)"
@@ -104,13 +126,29 @@ def test_varlen(lens_q, lens_k, heads, kv_heads, head_size, kwargs):
     run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size), **kwargs)
 
 
-@pytest.mark.parametrize("heads_per_task", [1, 2])
+@pytest.mark.parametrize("io_blocks", [False, True])
+@pytest.mark.parametrize("heads_per_task", [1, 2, 4])
 @pytest.mark.parametrize("block_size", [None, 16])
-def test_gqa_group_split_over_tasks(heads_per_task, block_size):
-    """CUDA gives each query head its own task, Ascend a kv head's whole group (the default
-    here): any split of the group matches, and the persistent loop runs the extra tasks."""
+def test_gqa_group_packed_into_the_m_tile(heads_per_task, io_blocks, block_size):
+    """CUDA gives each query head its own task by default, Ascend packs a kv head's whole group
+    into the M tile (the default here): any packing matches, with Q/out moved per row (CUDA) or
+    as blocks (Ascend), and the persistent loop runs the extra tasks."""
     run_and_check(make_case([20, 45], [33, 45], 8, 2, 64, block_size=block_size),
-                  config={"HEADS_PER_TASK": heads_per_task})
+                  config={"HEADS_PER_TASK": heads_per_task, "IO_BLOCKS": io_blocks})
+
+
+@pytest.mark.parametrize("io_blocks", [False, True])
+def test_gqa7_pads_the_group_to_8_rows(io_blocks):
+    run_and_check(make_case([9, 30], [40, 30], 7, 1, 80, block_size=16),
+                  config={"IO_BLOCKS": io_blocks}, sliding_window=20)
+
+
+def test_heads_per_task():
+    assert fa.heads_per_task({}, 7, 32) == 7              # the whole group, padded to 8 rows
+    assert fa.heads_per_task({"HEADS_PER_TASK": 1}, 8, 64) == 1
+    assert fa.heads_per_task({"HEADS_PER_TASK": 8}, 6, 64) == 6  # a divisor of the group
+    assert fa.heads_per_task({}, 12, 8) == 6              # padding (8) fits the tile's rows
+    assert fa.heads_per_task({}, 7, 4) == 1
 
 
 def test_bf16_varlen():
@@ -312,8 +350,168 @@ def test_custom_op_fake_and_schema():
     out = torch.empty_like(q)
     torch.library.opcheck(torch.ops.ascend_kernels.flash_attention.default,
                           (q, k, v, kw["cu_seqlens_q"], 8, kw["cu_seqlens_k"], None, None, 0.125,
-                           -1, 0, 0.0, out, True, torch.empty(q.shape[1], q.shape[0])),
+                           -1, 0, 0.0, out, True, None, None, torch.empty(q.shape[1], q.shape[0])),
                           test_utils=("test_schema", "test_faketensor"))
+
+
+# ---------------------------------------------------------------- quantized paged cache
+
+QUANT_CASES = [
+    # id, block_size, lens_q, lens_k, heads, kv_heads, head_size, per_head, kwargs
+    ("int8-per-tensor-gqa7-d80", 16, [9, 40], [50, 40], 7, 1, 80, False, {}),
+    ("int8-per-head-d96-window-softcap", 32, [30, 3], [70, 35], 4, 2, 96, True,
+     {"sliding_window": 24, "softcap": 8.0}),
+    ("int8-per-head-noncausal", 16, [17], [33], 2, 2, 64, True, {"causal": False}),
+]
+
+
+@pytest.mark.parametrize("block_size,lens_q,lens_k,heads,kv_heads,head_size,per_head,kwargs",
+                         [c[1:] for c in QUANT_CASES], ids=[c[0] for c in QUANT_CASES])
+def test_int8_paged_cache(block_size, lens_q, lens_k, heads, kv_heads, head_size, per_head, kwargs):
+    """Chunked prefill over an int8 cache: matches the dequantizing reference, and stays close
+    to attention over the unquantized keys/values."""
+    case = make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=block_size,
+                     cache_dtype=torch.int8, per_head=per_head)
+    o, _ = run_and_check(case, **kwargs)
+    truth, _ = run_and_check(dict(case, k=case["k_true"], v=case["v_true"], k_scale=None, v_scale=None),
+                             **kwargs)
+    torch.testing.assert_close(o.float(), truth.float(), atol=0.05, rtol=0.05)
+
+
+def test_int8_host_float_scales():
+    """A host float scale gives what the same scale as a 1-element tensor gives."""
+    case = make_case([12], [40], 2, 1, 64, block_size=16, cache_dtype=torch.int8)
+    o, _ = run_and_check(case)
+    f = ascend_kernels.flash_attention(case["q"], case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"],
+                                       max_seqlen_q=12, seqused_k=case["seqused_k"],
+                                       block_table=case["block_table"],
+                                       k_scale=float(case["k_scale"]), v_scale=float(case["v_scale"]))
+    assert torch.equal(f, o)
+
+
+def _quant_args(**over):
+    case = make_case([8], [20], 4, 2, 64, block_size=16, cache_dtype=torch.int8, per_head=True)
+    kw = dict(cu_seqlens_q=case["cu_seqlens_q"], max_seqlen_q=8, seqused_k=case["seqused_k"],
+              block_table=case["block_table"], k_scale=case["k_scale"], v_scale=case["v_scale"])
+    kw.update(over)
+    return case["q"], kw.pop("k", case["k"]), kw.pop("v", case["v"]), kw
+
+
+@pytest.mark.parametrize("over,match", [
+    ({"k_scale": None}, "needs k_scale and v_scale"),
+    ({"k_scale": torch.ones(3)}, "k_scale must be one per-tensor scale or fp32 \\[num_kv_heads\\]"),
+    ({"v_scale": torch.ones(2, dtype=torch.float64)}, "v_scale must have dtype"),
+    ({"v_scale": torch.ones(1)}, "per tensor or both per kv head"),
+    ({"k_scale": 0.0, "v_scale": 0.1}, "k_scale must be a finite float > 0"),
+    ({"k_scale": float("inf"), "v_scale": 0.1}, "k_scale must be a finite float > 0"),
+    ({"k_scale": [1.0, 1.0]}, "k_scale must be a torch.Tensor"),
+])
+def test_bad_scales_name_the_argument(over, match):
+    q, k, v, kw = _quant_args(**over)
+    with pytest.raises((ValueError, TypeError), match=match):
+        ascend_kernels.flash_attention(q, k, v, **kw)
+
+
+def test_bad_quantized_kv_name_the_argument():
+    q, k, v, kw = _quant_args()
+    with pytest.raises(TypeError, match="k and v must have one dtype"):
+        ascend_kernels.flash_attention(q, k, v.to(torch.float16), **dict(kw, k_scale=None, v_scale=None))
+    with pytest.raises(TypeError, match="k must have q's dtype .* int8/fp8 paged cache"):
+        ascend_kernels.flash_attention(q.float(), k, v, **kw)
+    varlen = make_case([8], [8], 2, 1, 64)  # an int8 varlen k/v is not a cache
+    with pytest.raises(TypeError, match="k must have q's dtype"):
+        ascend_kernels.flash_attention(varlen["q"], varlen["k"].to(torch.int8), varlen["v"].to(torch.int8),
+                                       cu_seqlens_q=varlen["cu_seqlens_q"], max_seqlen_q=8,
+                                       k_scale=1.0, v_scale=1.0)
+    case = make_case([8], [8], 2, 1, 64, block_size=16)
+    with pytest.raises(ValueError, match="k_scale/v_scale apply to int8/fp8 caches only"):
+        ascend_kernels.flash_attention(case["q"], case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"],
+                                       max_seqlen_q=8, seqused_k=case["seqused_k"],
+                                       block_table=case["block_table"], k_scale=1.0, v_scale=1.0)
+
+
+def test_fp8_cache_takes_the_reference_on_cpu():
+    q, k, v, kw = _quant_args()
+    d = ascend_kernels.explain("flash_attention", q, k.to(torch.float8_e4m3fn), v.to(torch.float8_e4m3fn), **kw)
+    assert d.path == "fallback" and "fp8" in d.reason
+
+
+def test_int8_cache_takes_the_reference_on_npu_fallback(monkeypatch):
+    """FIA documents no antiquant with page attention for Q_S > 1: the Ascend fallback routes an
+    int8 cache to the reference (no torch_npu call)."""
+    import sys
+
+    from ascend_kernels.fallback_atb import _npu
+    from ascend_kernels.fallback_atb import flash_attention as atb_fa
+
+    from .npu_fakes import FakeTorchNpu
+
+    fake = FakeTorchNpu("2.7.1.post2", "Ascend910B3")
+    monkeypatch.setitem(sys.modules, "torch_npu", fake)
+    _npu.reset()
+    try:
+        case = make_case([8, 5], [130, 5], 2, 1, 128, dtype=torch.bfloat16, block_size=128,
+                         cache_dtype=torch.int8)
+        args = (case["q"], case["k"], case["v"], case["cu_seqlens_q"], None, case["seqused_k"],
+                case["block_table"], 0.1, -1, 0, 0.0)
+        path, reason = atb_fa.route(*args, k_scale=case["k_scale"], v_scale=case["v_scale"])
+        assert path == "reference" and "antiquant" in reason
+        out, _ = atb_fa.flash_attention(*args, k_scale=case["k_scale"], v_scale=case["v_scale"])
+        ro, _ = ref.flash_attention(*args, k_scale=case["k_scale"], v_scale=case["v_scale"])
+        assert torch.equal(out, ro) and fake.calls == []
+    finally:
+        _npu.reset()
+
+
+# ---------------------------------------------------------------- ASCEND_KERNELS_CHECK_BOUNDS=1
+
+def _bounds_case(paged):
+    case = make_case([6, 9], [20, 9], 2, 1, 64, block_size=16 if paged else None,
+                     cache_dtype=torch.int8 if paged else None)
+    kw = dict(cu_seqlens_q=case["cu_seqlens_q"].clone(), max_seqlen_q=9,
+              cu_seqlens_k=case.get("cu_seqlens_k"), seqused_k=case.get("seqused_k"),
+              block_table=case.get("block_table"), k_scale=case.get("k_scale"),
+              v_scale=case.get("v_scale"))
+    return case, {k: v.clone() if isinstance(v, torch.Tensor) else v for k, v in kw.items()}
+
+
+def _set(name, index, value):
+    def change(kw):
+        kw[name][index] = value
+    return change
+
+
+@pytest.mark.parametrize("paged,change,match", [
+    (False, _set("cu_seqlens_q", 0, 1), r"cu_seqlens_q\[0\] = 1: must start at 0"),
+    (False, _set("cu_seqlens_q", 1, 16), r"cu_seqlens_q\[2\] = 15 is below the entry before it \(16\)"),
+    (False, _set("cu_seqlens_q", 2, 99), r"cu_seqlens_q\[2\] = 99 is past the 15 tokens"),
+    (False, lambda kw: kw.update(max_seqlen_q=8), r"sequence 1 9 queries, more than max_seqlen_q=8"),
+    (False, _set("cu_seqlens_k", 2, 40), r"cu_seqlens_k\[2\] = 40 is past the 32 tokens"),
+    (False, lambda kw: kw.update(seqused_k=torch.tensor([20, 30], dtype=I32)),
+     r"seqused_k\[1\] = 30 is outside \[0, 12\]"),
+    (True, _set("seqused_k", 0, -1), r"seqused_k\[0\] = -1 is outside \[0, 48\]"),
+    (True, _set("seqused_k", 1, 49), r"seqused_k\[1\] = 49 is outside \[0, 48\] \(the block table's 3 pages"),
+    (True, _set("block_table", (0, 1), 5), r"block_table\[0, 1\] = 5 is outside the cache's 5 blocks"),
+    (True, _set("block_table", (1, 0), -1), r"block_table\[1, 0\] = -1 is outside"),
+    (True, _set("k_scale", 0, 0.0), r"k_scale\[0\] = 0.0: a scale must be finite and > 0"),
+])
+def test_check_bounds_names_the_bad_value(monkeypatch, paged, change, match):
+    case, kw = _bounds_case(paged)
+    change(kw)
+    monkeypatch.setenv("ASCEND_KERNELS_CHECK_BOUNDS", "1")
+    with pytest.raises(ValueError, match=match):
+        ascend_kernels.flash_attention(case["q"], case["k"], case["v"], **kw)
+
+
+@pytest.mark.parametrize("paged", [False, True])
+def test_check_bounds_passes_good_inputs(monkeypatch, paged):
+    """Entries past a sequence's pages are not checked (make_case fills them with a real page,
+    a garbage id there is allowed)."""
+    case, kw = _bounds_case(paged)
+    if paged:
+        kw["block_table"][0, -1] = 10 ** 6
+    monkeypatch.setenv("ASCEND_KERNELS_CHECK_BOUNDS", "1")
+    ascend_kernels.flash_attention(case["q"], case["k"], case["v"], **kw)
 
 
 # ---------------------------------------------------------------- GPU (device machine)
@@ -340,6 +538,16 @@ def test_gpu_torch_compile_fullgraph():
     got = torch.compile(f, fullgraph=True)(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
     want = f(case["q"], case["k"][:400], case["v"][:400], case["cu_seqlens_q"])
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cache_dtype", [torch.int8, torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_gpu_quantized_cache(cache_dtype, per_head):
+    case = make_case([5, 130], [300, 130], 7, 1, 128, dtype=torch.bfloat16, block_size=16,
+                     device="cuda", cache_dtype=cache_dtype, per_head=per_head)
+    run_and_check(case)
+    run_and_check(case, sliding_window=64, softcap=20.0, config={"HEADS_PER_TASK": 8})
 
 
 @pytest.mark.parametrize("head_size", [64, 128, 256])

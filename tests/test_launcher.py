@@ -189,3 +189,62 @@ def test_plans_follow_the_environment_and_tuning(monkeypatch):
     autotune.reset()  # new tuning results: plans are rebuilt
     ak.reshape_and_cache(*args)
     assert len(ak.reshape_and_cache.plans) == 1
+
+
+def test_shapes_outside_the_tuned_buckets_take_the_nearest_entry():
+    """A batch of 48 or a context of 3000 uses the nearest tuned bucket of the same fixed key."""
+    defn = op.get("reshape_and_cache")
+    tab = autotune.table("cpu", device.device_name(torch.device("cpu")))
+    near, far = {"BLOCK_H": 2, "grid_programs_per_core": 1}, {"BLOCK_H": 4, "grid_programs_per_core": 1}
+    fixed = autotune.key_of(defn, _problem(5)).rsplit(",", 1)[0]
+    tab.store(defn, f"{fixed},tokens~32", near)
+    tab.store(defn, f"{fixed},tokens~4096", far)
+    config, source = autotune.get_config(defn, "cpu", _problem(48))  # bucket 64: nearest is 32
+    assert config == near and "nearest bucket" in source and "tokens~32" in source
+    assert autotune.get_config(defn, "cpu", _problem(3000))[0] == far  # bucket 4096: exact
+    other = dict(_problem(5).__dict__)
+    other_key = autotune.key_of(defn, problems.make("reshape_and_cache", {"tokens": 5, "kv_heads": 2,
+                                                                          "head_size": 16, "block_size": 16},
+                                                    "cpu", torch.float32))
+    assert autotune._nearest(tab.user[defn.name]["entries"], other_key) is None  # other heads: none
+    assert other
+
+
+def test_shipped_file_of_the_same_architecture_is_read(tmp_path, monkeypatch):
+    """No file ships for this device: one written on another device of the same architecture
+    (an H100 reading the H200's) is used; a file of another architecture is not."""
+    defn = op.get("reshape_and_cache")
+    p = _problem()
+    monkeypatch.setattr(autotune, "SHIPPED_DIR", tmp_path)
+    shipped = {"BLOCK_H": 2, "grid_programs_per_core": 5}
+    for arch, name in (("sm_80", "a"), ("cpu", "b")):
+        (tmp_path / f"cpu__other-device-{name}.json").write_text(json.dumps({
+            "format": 1, "backend": "cpu", "device": f"other device {name}", "arch": arch,
+            "triton": "any", "ops": {defn.name: {"source": autotune.source_hash(defn, "cpu"),
+                                                 "entries": {autotune.key_of(defn, p): dict(shipped, BLOCK_H=len(arch))}}}}))
+    config, source = autotune.get_config(defn, "cpu", p)
+    assert source == "shipped defaults" and config["BLOCK_H"] == len("cpu")
+
+
+def test_npu_tuning_skips_configs_the_compile_check_rejected(monkeypatch):
+    """The tuner's NPU path end to end on CPU: the npu search space minus the configs whose
+    Ascend compile check failed, timed by a (fake) timer, the best stored for the npu table."""
+    defn = op.get("reshape_and_cache")
+    p = _problem()
+    space = configs.search_space(defn.name, "npu")
+    rejected = space[1]
+    path = autotune.cache_dir() / autotune.CHECK_VERDICTS
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"ops": {defn.name: {
+        "source": autotune.source_hash(defn, "npu"),
+        "configs": {autotune.config_key(rejected): {"passed": False}}}}}))
+    timed = []
+
+    def fake_timer(d, problem, config):
+        timed.append(config)
+        return 1.0 + config["BLOCK_H"] / 100 - (0.5 if config["multibuffer"] else 0)
+
+    best, timings = autotune.tune(defn, p, timer=fake_timer, backend="npu")
+    assert rejected not in timed and len(timed) == len(space) - 1
+    assert best == min(timed, key=lambda c: fake_timer(defn, p, c)) and best["multibuffer"]
+    assert autotune.table("npu", device.device_name(p.device)).user[defn.name]["entries"]

@@ -173,6 +173,105 @@ def test_all_empty_and_no_sequences():
     assert out0.shape == (0, 4, 32)
 
 
+# --- quantized caches: written by reshape_and_cache, read with k_scale / v_scale --------------
+
+def _quantized(q, kc, vc, bt, lens, cache_dtype, per_head, seed=0):
+    """int8/fp8 caches holding the float caches' tokens of every sequence, written through
+    reshape_and_cache; slots no sequence uses keep random garbage. Returns (kq, vq, scales)."""
+    g = torch.Generator().manual_seed(seed_of_test(100 + seed))
+    kvh, bs = kc.shape[2], kc.shape[1]
+    # |x| of a randn stays under ~5: int8 steps of ~0.04 without saturation
+    n = kvh if per_head else 1
+    k_scale = (0.03 + 0.02 * torch.rand(n, generator=g)).to(q.device)
+    v_scale = (0.03 + 0.02 * torch.rand(n, generator=g)).to(q.device)
+    if cache_dtype == torch.int8:
+        kq, vq = (torch.randint(-128, 128, kc.shape, generator=g, dtype=torch.int8).to(q.device) for _ in range(2))
+    else:
+        kq, vq = (torch.randn(kc.shape, generator=g).to(q.device).to(cache_dtype) for _ in range(2))
+    slots = torch.cat([bt[i, t // bs].long() * bs + t % bs
+                       for i, t in ((i, torch.arange(int(n_), device=q.device)) for i, n_ in enumerate(lens.tolist()))])
+    key, value = kc.reshape(-1, kvh, kc.shape[3])[slots], vc.reshape(-1, kvh, vc.shape[3])[slots]
+    ak.reshape_and_cache(key, value, kq, vq, slots, k_scale=k_scale, v_scale=v_scale)
+    return kq, vq, dict(k_scale=k_scale, v_scale=v_scale)
+
+
+def _check_quantized(q, kc, vc, bt, lens, cache_dtype, per_head, config=None, **opts):
+    kq, vq, scales = _quantized(q, kc, vc, bt, lens, cache_dtype, per_head)
+    out = _run(q, kq, vq, bt, lens, config=config, **opts, **scales)
+    scale = opts.get("scale") or 1.0 / math.sqrt(q.shape[-1])
+    dequant = ref_pa(q.cpu(), kq.cpu(), vq.cpu(), bt.cpu(), lens.cpu(), scale, opts.get("sliding_window") or 0,
+                     opts.get("softcap", 0.0), compute_dtype=torch.float64,
+                     **{k: v.cpu() for k, v in scales.items()})
+    _close(out, dequant, q.dtype)
+    truth = _expect(q, kc, vc, bt, lens, **opts)  # the unquantized caches: close, not equal
+    err = (out.double().cpu() - truth).norm() / truth.norm()
+    assert err < (0.03 if cache_dtype == torch.int8 else 0.1), f"{cache_dtype} vs unquantized: {err:.2e}"
+    return out
+
+
+@pytest.mark.parametrize("gqa,head_size,block_size,dtype,per_head", [
+    (7, 80, 16, torch.float16, False), (4, 96, 32, torch.bfloat16, True), (1, 64, 16, torch.float16, True)])
+def test_int8_cache_matches_dequantized_reference(gqa, head_size, block_size, dtype, per_head):
+    q, kc, vc, bt, lens = _inputs(4, 2, gqa, head_size, block_size, [2 * block_size + 5, 0, 1, block_size],
+                                  dtype, "cpu")
+    out = _check_quantized(q, kc, vc, bt, lens, torch.int8, per_head)
+    assert torch.equal(out[1], torch.zeros_like(out[1]))
+
+
+@pytest.mark.parametrize("opts,config", [
+    (dict(sliding_window=20, softcap=5.0), None),
+    (dict(), {"grid_step_tokens": 32, "grid_num_splits": 3, "grid_programs_per_core": 1})])
+def test_int8_cache_window_softcap_splits(opts, config):
+    q, kc, vc, bt, lens = _inputs(3, 2, 4, 64, 16, [50, 7, 33], torch.bfloat16, "cpu", seed=1)
+    _check_quantized(q, kc, vc, bt, lens, torch.int8, True, config=config, **opts)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cache_dtype", [torch.int8, torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_gpu_quantized_caches(cache_dtype, per_head):
+    lens = [1, 0, 700, 4096, 33]
+    q, kc, vc, bt, lens_t = _inputs(5, 8, 4, 128, 16, lens, torch.bfloat16, "cuda", seed=7)
+    _check_quantized(q, kc, vc, bt, lens_t, cache_dtype, per_head)
+    _check_quantized(q, kc, vc, bt, lens_t, cache_dtype, per_head, split_size=256)
+
+
+def test_fp8_cache_on_cpu_falls_back_with_reason():
+    q, kc, vc, bt, lens = _inputs(2, 2, 2, 32, 16, [5, 20], torch.float16, "cpu")
+    s = torch.tensor([0.5])
+    kq, vq = kc.nan_to_num().to(torch.float8_e4m3fn), vc.nan_to_num().to(torch.float8_e4m3fn)
+    d = ak.explain("paged_attention", q, kq, vq, bt, lens, k_scale=s, v_scale=s)
+    assert d.path == "fallback" and "fp8" in d.reason
+    expect = ref_pa(q, kq, vq, bt, lens, 1 / math.sqrt(32), k_scale=s, v_scale=s, compute_dtype=torch.float64)
+    _close(_run(q, kq, vq, bt, lens, k_scale=s, v_scale=s), expect, torch.float16)
+
+
+def test_host_float_scales_equal_tensor_scales():
+    q, kc, vc, bt, lens = _inputs(2, 2, 2, 32, 16, [5, 20], torch.float16, "cpu")
+    kq = torch.randint(-128, 128, kc.shape, dtype=torch.int8)
+    vq = torch.randint(-128, 128, kc.shape, dtype=torch.int8)
+    a = _run(q, kq, vq, bt, lens, k_scale=0.02, v_scale=0.03)
+    b = _run(q, kq, vq, bt, lens, k_scale=torch.tensor([0.02]), v_scale=torch.tensor([0.03]))
+    assert torch.equal(a, b)
+
+
+def test_check_bounds_reports_bad_lengths_and_page_ids(monkeypatch):
+    q, kc, vc, bt, lens = _inputs(3, 2, 2, 32, 16, [5, 20, 17], torch.float32, "cpu", max_blocks=2,
+                                  num_blocks=6)
+    ak.paged_attention(q, kc, vc, bt, lens)  # garbage past each length is fine
+    monkeypatch.setenv("ASCEND_KERNELS_CHECK_BOUNDS", "1")
+    ak.paged_attention(q, kc, vc, bt, lens)
+    for what, change, match in [
+            ("negative length", lambda l, t: l.__setitem__(1, -1), r"seq_lens\[1\] = -1 is outside \[0, 32\]"),
+            ("past the table", lambda l, t: l.__setitem__(2, 33), r"seq_lens\[2\] = 33"),
+            ("page id too big", lambda l, t: t.__setitem__((1, 1), 6), r"block_table\[1, 1\] = 6 is outside"),
+            ("negative page id", lambda l, t: t.__setitem__((0, 0), -1), r"block_table\[0, 0\] = -1")]:
+        l2, t2 = lens.clone(), bt.clone()
+        change(l2, t2)
+        with pytest.raises(ValueError, match=match):
+            ak.paged_attention(q, kc, vc, t2, l2)
+
+
 # --- errors, dispatch, registration ------------------------------------------------------------
 
 def _good_args():
@@ -180,8 +279,13 @@ def _good_args():
     return dict(query=q, key_cache=kc, value_cache=vc, block_table=bt, seq_lens=lens)
 
 
+_I8 = torch.zeros(3, 16, 2, 32, dtype=torch.int8)
+_Q16 = torch.randn(2, 4, 32).half()
+
+
 @pytest.mark.parametrize("bad,match,exc", [
     (dict(query=torch.randn(2, 4)), "query must have 3", ValueError),
+    (dict(key_cache=_I8, value_cache=_I8, k_scale=0.5, v_scale=0.5), "fp16/bf16 query", TypeError),
     (dict(query=torch.randn(2, 4, 32).half()), "key_cache dtype", TypeError),
     (dict(query=torch.randn(2, 3, 32)), "multiple of key_cache's num_kv_heads", ValueError),
     (dict(query=torch.randn(2, 4, 16)), r"key_cache.shape\[3\]", ValueError),
@@ -199,6 +303,13 @@ def _good_args():
     (dict(block_table_host=torch.zeros(2, 3)), "block_table_host", TypeError),
     (dict(split_size=24), "split_size", ValueError),
     (dict(scale="x"), "scale", TypeError),
+    (dict(query=_Q16, key_cache=_I8, value_cache=_I8), "k_scale and v_scale", ValueError),
+    (dict(query=_Q16, key_cache=_I8, value_cache=_I8, k_scale=torch.ones(3), v_scale=torch.ones(3)), r"k_scale must be .*\[2\]", ValueError),
+    (dict(query=_Q16, key_cache=_I8, value_cache=_I8, k_scale=torch.ones(1).double(), v_scale=torch.ones(1)), "k_scale must have dtype", TypeError),
+    (dict(query=_Q16, key_cache=_I8, value_cache=_I8, k_scale=torch.ones(1), v_scale=torch.ones(2)), "must both be per tensor", ValueError),
+    (dict(query=_Q16, key_cache=_I8, value_cache=_I8, k_scale=torch.ones(1), v_scale=torch.ones(1, device="meta")), "v_scale", ValueError),
+    (dict(key_cache=_I8, value_cache=_I8.float()), "one dtype", TypeError),
+    (dict(k_scale=0.5, v_scale=0.5), "k_scale/v_scale apply", ValueError),
 ])
 def test_bad_input_names_the_argument(bad, match, exc):
     args = _good_args()
@@ -237,13 +348,13 @@ def test_registered_as_custom_op_with_fake():
         # the custom op itself (eager public calls skip its dispatcher): its fake runs here
         torch.ops.ascend_kernels.paged_attention(q, kc, kc.clone(), torch.zeros(2, 2, dtype=torch.int32),
                                                  torch.tensor([3, 4], dtype=torch.int32), out,
-                                                 0.125, 0, 0.0, None, None, None, 0)
+                                                 0.125, 0, 0.0, None, None, None, 0, None, None)
         assert out.shape == (2, 4, 32)
     q, kc = torch.randn(2, 4, 32), torch.randn(3, 16, 2, 32)
     torch.library.opcheck(torch.ops.ascend_kernels.paged_attention.default,
                           (q, kc, kc.clone(), torch.tensor([[0, 1], [2, 0]], dtype=torch.int32),
                            torch.tensor([3, 20], dtype=torch.int32), torch.empty_like(q), 0.125, 0,
-                           0.0, None, None, None, 0),
+                           0.0, None, None, None, 0, None, None),
                           test_utils=("test_schema", "test_faketensor"))
     schema = str(torch.ops.ascend_kernels.paged_attention.default._schema)
     assert "Tensor(a5!) out" in schema
@@ -262,7 +373,10 @@ def test_ascend_compile_check(tmp_path, monkeypatch):
               dict(seqs=1, heads=32, kv_heads=8, head_size=128, block_size=16, context=32768),
               dict(seqs=4, heads=28, kv_heads=4, head_size=96, block_size=32, context=2048,
                    softcap=30.0, alibi=True, split_size=512, dtype="float16"),
-              dict(seqs=8, heads=8, kv_heads=8, head_size=64, block_size=128, context=1000)]
+              dict(seqs=8, heads=8, kv_heads=8, head_size=64, block_size=128, context=1000),
+              dict(seqs=64, heads=32, kv_heads=8, head_size=128, block_size=128, context=4096, cache_dtype="int8"),
+              dict(seqs=2, heads=28, kv_heads=4, head_size=96, block_size=16, context=4096, cache_dtype="int8",
+                   dtype="float16")]
     cases = [c for s in shapes for cfg in configs.search_space("paged_attention", "npu")
              for c in ac.op_cases("paged_attention", s, cfg)]
     results = ac.check_cases(cases, timeout=180, use_cache=False)

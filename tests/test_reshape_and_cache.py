@@ -88,6 +88,45 @@ def test_int8_cache_with_scales(device):
     assert kc.min() == -128 and kc.max() == 127  # saturation exercised (|x|/0.02 >> 127)
 
 
+@pytest.mark.parametrize("device", devices())
+@pytest.mark.parametrize("per_head,heads,head_size,slot_dtype", [
+    (True, 3, 80, torch.int64), (False, 5, 96, torch.int32), (True, 1, 112, torch.int32)])
+def test_int8_cache_scales_per_tensor_and_per_head(device, seed, per_head, heads, head_size, slot_dtype):
+    g = torch.Generator().manual_seed(seed)
+    block_size, num_blocks, n = 16, 3, 11
+    key, value = (torch.randn(n, heads, head_size, generator=g).to(device, torch.bfloat16) * 2 for _ in range(2))
+    kc, vc = (torch.randint(-128, 128, (num_blocks, block_size, heads, head_size), generator=g,
+                            dtype=torch.int8).to(device) for _ in range(2))
+    slots = _random_slots(n, num_blocks * block_size, slot_dtype, device)
+    m = heads if per_head else 1
+    scales = dict(k_scale=(0.01 + 0.05 * torch.rand(m, generator=g)).to(device),
+                  v_scale=(0.01 + 0.05 * torch.rand(m, generator=g)).to(device))
+    ek, ev = kc.clone(), vc.clone()
+    ref_reshape_and_cache(key, value, ek, ev, slots, scales["k_scale"], scales["v_scale"])
+    ak.reshape_and_cache(key, value, kc, vc, slots, **scales)
+    # x / scale may differ by an ulp between backends; rounding can then move by one step
+    assert (kc.int() - ek.int()).abs().max() <= 1 and (vc.int() - ev.int()).abs().max() <= 1
+    assert (kc != ek).float().mean() < 0.01 and (vc != ev).float().mean() < 0.01
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("cache_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
+@pytest.mark.parametrize("per_head", [False, True])
+def test_gpu_fp8_cache_scales(cache_dtype, per_head):
+    heads, head_size, block_size, num_blocks = 4, 128, 16, 8
+    key, value = (torch.randn(50, heads, head_size, device="cuda", dtype=torch.bfloat16) * 50 for _ in range(2))
+    kc, vc = (torch.randn(num_blocks, block_size, heads, head_size, device="cuda").to(cache_dtype) for _ in range(2))
+    slots = _random_slots(50, num_blocks * block_size, torch.int64, "cuda")
+    m = heads if per_head else 1
+    scales = dict(k_scale=0.05 + torch.rand(m, device="cuda") * 0.1, v_scale=0.05 + torch.rand(m, device="cuda") * 0.1)
+    ek, ev = kc.clone(), vc.clone()
+    ref_reshape_and_cache(key, value, ek, ev, slots, scales["k_scale"], scales["v_scale"])
+    ak.reshape_and_cache(key, value, kc, vc, slots, **scales)
+    # one fp8 step apart at most where x / scale rounds differently
+    torch.testing.assert_close(kc.float(), ek.float(), rtol=0.13, atol=0)
+    torch.testing.assert_close(vc.float(), ev.float(), rtol=0.13, atol=0)
+
+
 def test_fp8_cache_on_cpu_falls_back_with_reason():
     key = torch.randn(4, 1, 32)
     kc = torch.randn(2, 16, 1, 32).to(torch.float8_e4m3fn)
@@ -119,6 +158,9 @@ def test_empty_slot_mapping_is_a_no_op():
     assert torch.equal(kc, before)
 
 
+_I8 = torch.zeros(3, 16, 2, 32, dtype=torch.int8)
+
+
 @pytest.mark.parametrize("bad,match,exc", [
     (dict(slot_mapping=torch.zeros(4)), "slot_mapping", TypeError),
     (dict(slot_mapping=torch.zeros(2, 2, dtype=torch.int64)), "slot_mapping", ValueError),
@@ -133,6 +175,13 @@ def test_empty_slot_mapping_is_a_no_op():
           value_cache=torch.zeros(3, 16, 2, 32, dtype=torch.int8)), "k_scale and v_scale", ValueError),
     (dict(k_scale=0.5), "k_scale/v_scale apply", ValueError),
     (dict(key="not a tensor"), "key must be a torch.Tensor", TypeError),
+    (dict(key_cache=_I8, value_cache=_I8, k_scale=torch.ones(3), v_scale=torch.ones(3)),
+     r"k_scale must be one per-tensor scale or fp32 \[num_kv_heads\] = \[2\]", ValueError),
+    (dict(key_cache=_I8, value_cache=_I8, k_scale=torch.ones(2, dtype=torch.float16), v_scale=torch.ones(2)),
+     "k_scale must have dtype", TypeError),
+    (dict(key_cache=_I8, value_cache=_I8, k_scale=torch.ones(1), v_scale=torch.ones(1, device="meta")),
+     "v_scale", ValueError),
+    (dict(key_cache=_I8, value_cache=_I8, k_scale=torch.ones(2), v_scale=0.5), "must both be per tensor", ValueError),
 ])
 def test_bad_input_names_the_argument(bad, match, exc):
     args = dict(key=torch.randn(4, 2, 32), value=torch.randn(4, 2, 32),

@@ -106,10 +106,9 @@ def test_greedy_agrees_with_transformers(kind, chunk, seed, record_property):
     ref = _reference(model)
     model.set_attn_implementation(ref)
     with torch.no_grad():
-        theirs = [model.generate(torch.tensor([p]), attention_mask=torch.ones(1, len(p), dtype=torch.long),
+        theirs = [model.generate(torch.tensor([p]), attention_mask=torch.ones_like(torch.tensor([p])),
                                  max_new_tokens=NEW, min_new_tokens=NEW, do_sample=False,
-                                 pad_token_id=VOCAB)[0, len(p):].tolist()
-                  for p in prompts]
+                                 pad_token_id=VOCAB)[0, len(p):].tolist() for p in prompts]
     forced_ours = [_teacher_forced(model, p, g) for p, g in zip(prompts, ours)]
     forced_theirs = [_teacher_forced(model, p, g) for p, g in zip(prompts, theirs)]
     agree, gaps = _agreement(forced_ours, ours)
@@ -132,12 +131,11 @@ def test_seeded_sampling_reproduces(seed):
     prompts = _prompts(seed)
     params = dict(temperature=[0.0, 0.8, 1.2], top_k=[0, 20, 0], top_p=[1.0, 0.9, 0.8])
     seeds = [seed, seed + 1, seed + 2]
-    n = NEW // 2  # tensor-parameter sampling is the slow op under the interpreter
+    n = 4  # sampling with tensor parameters is the slow op under the interpreter
     a = ak_hf.generate(model, prompts, n, seeds=seeds, **params)
     eos = a[2][3]  # the rerun also stops at EOS: each row cut right after its first `eos`
     again = ak_hf.generate(model, prompts, n, seeds=seeds, eos_token_id=eos, **params)
     assert again == [row[:row.index(eos) + 1] if eos in row else row for row in a]
-    assert len(again[2]) <= 4
     other = ak_hf.generate(model, prompts, n, seeds=[s + 7 for s in seeds], **params)
     assert other[0] == a[0]  # the greedy row ignores its seed
     assert other[1:] != a[1:]
@@ -169,3 +167,15 @@ def test_attention_without_metadata_says_how(seed):
     model.set_attn_implementation(ak_hf.register())
     with pytest.raises(ValueError, match="ak_metadata"):
         model(torch.tensor([[1, 2, 3]]), use_cache=False)
+
+
+def test_e2e_bench_tiny_case():
+    from ascend_kernels.bench import e2e
+
+    rows = e2e.run_e2e("cpu", e2e.default_cases("cpu"), progress=False)
+    assert [r["provider"] for r in rows] == ["ours", "sdpa"]
+    for r in rows:
+        assert "error" not in r, r
+        assert r["prefill_ms"] > 0 and r["decode_ms_per_step"] > 0 and r["tokens_per_s"] > 0
+    assert rows[1]["decode_speedup_vs_sdpa"] == 1.0
+    assert "| ours |" in e2e.format_table(rows)

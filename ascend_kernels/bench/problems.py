@@ -31,17 +31,20 @@ def reshape_and_cache(shape: dict, device, dtype):
 
 def paged_attention(shape: dict, device, dtype):
     """seqs, heads, kv_heads, head_size, block_size, context (tokens per sequence; every
-    sequence this long), optional num_blocks (default: just enough, shuffled), split_size."""
+    sequence this long), optional num_blocks (default: just enough, shuffled), split_size,
+    cache_dtype (int8/fp8: random codes, per-tensor scales of 0.05)."""
     s, h, kvh, hd = shape["seqs"], shape["heads"], shape["kv_heads"], shape["head_size"]
     bs, ctx = shape["block_size"], shape["context"]
     max_blocks = -(-ctx // bs)
     num_blocks = shape.get("num_blocks", s * max_blocks)
     q = torch.randn(s, h, hd, device=device, dtype=dtype)
-    kc, vc = (torch.randn(num_blocks, bs, kvh, hd, device=device, dtype=dtype) for _ in range(2))
+    cache_dtype = getattr(torch, shape.get("cache_dtype") or "", None) or dtype
+    kc, vc = (torch.randn(num_blocks, bs, kvh, hd, device=device, dtype=dtype).to(cache_dtype) for _ in range(2))
     bt = (torch.randperm(num_blocks, device=device)[: s * max_blocks] % num_blocks).to(torch.int32)
     lens = torch.full((s,), ctx, dtype=torch.int32, device=device)
+    scale = torch.full((1,), 0.05, device=device) if cache_dtype.itemsize == 1 else None
     return _prepare("paged_attention", q, kc, vc, bt.reshape(s, max_blocks), lens,
-                    split_size=int(shape.get("split_size", 0)) or None)
+                    split_size=int(shape.get("split_size", 0)) or None, k_scale=scale, v_scale=scale)
 
 
 def flash_attention(shape: dict, device, dtype):

@@ -1,17 +1,15 @@
-"""The bench runner and the tuner front end.
+"""The bench runner behind `ascend-kernels bench`.
 
-    ascend-kernels bench [--op OP ...] [--suite NAME] [--providers P ...] [--csv FILE]
-                         [--json FILE] [--plot DIR] [--results DIR]
-    ascend-kernels tune  [--op OP ...] [--suite NAME] [--export]
-
-(also `python -m ascend_kernels.bench.runner bench ...` / `python -m ascend_kernels.bench.runner tune ...`).
+    ascend-kernels bench [--op OP ...] [--suite NAME] [--providers P ...] [--results DIR]
 
 For each case of the suite: fresh random inputs, the float32 oracle, then every provider:
 build it, run it once, check its output against the oracle (a wrong provider is flagged and
-not timed), then time it (`triton.testing.do_bench` on GPU/NPU, a wall clock on CPU). Rows
-carry the median and p20/p80, the throughput, the fraction of the roofline measured at the
-start of the run (copy bandwidth, matmul rate) and the speedups over the fallback and the
-best peer.
+not timed), then time it (`triton.testing.do_bench` on GPU/NPU, a wall clock on CPU) and
+measure its eager host time per call (`host_us_per_call`). Rows carry the median and p20/p80,
+the host time, the throughput, the fraction of the roofline measured at the start of the run
+(copy bandwidth, matmul rate) and the speedups over the fallback and the best peer. The
+results (bench.md, bench.csv, bench.json, one PNG per op, command.txt) go to a folder:
+`--results DIR`, by default ./ascend_kernels_results/<timestamp>-<device>/.
 """
 from __future__ import annotations
 
@@ -21,6 +19,7 @@ import itertools
 import json
 import math
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-import ascend_kernels  # noqa: F401  (before triton: turns the interpreter on for CPU tensors)
+import ascend_kernels  # noqa: F401  (before triton: the interpreter switch is read at import)
 import torch
 
 from . import providers as prov
@@ -36,6 +35,11 @@ from . import providers as prov
 SUITES_DIR = Path(__file__).resolve().parent / "suites"
 MODELS_FILE = SUITES_DIR / "_models.yaml"
 DEFAULT_TIMING = {"cuda": (10.0, 50.0), "npu": (10.0, 50.0), "cpu": (1.0, 20.0)}  # warmup, rep ms
+RESULTS_ROOT = Path("ascend_kernels_results")
+
+
+class UsageError(Exception):
+    """A wrong command-line value: the CLI prints it with the usage and exits with status 2."""
 
 
 # ---- suites ---------------------------------------------------------------------------------
@@ -65,7 +69,7 @@ def load_suite(name: str) -> dict:
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = SUITES_DIR / f"{name}.yaml"
     if not path.exists():
-        raise ValueError(f"unknown suite {name!r}; suites: {suite_names()}")
+        raise ValueError(f"unknown suite {name!r}; choose from: {', '.join(suite_names())} (or a .yaml path)")
     data = yaml.safe_load(path.read_text()) or {}
     models = load_models()
     models.update(data.get("models") or {})
@@ -88,12 +92,30 @@ def load_suite(name: str) -> dict:
 
 # ---- device, timing, roofline ---------------------------------------------------------------
 
-def pick_device(name: Optional[str]) -> torch.device:
-    if name:
-        return torch.device(name)
+def available_devices() -> list:
+    """The --device values this machine takes: cpu, and cuda / npu (with indices) when present."""
     from ascend_kernels.launcher import device as _device
 
-    return _device.default_device()
+    _device.default_device()  # imports torch_npu where it is installed (registers torch.npu)
+    out = ["cpu"]
+    for kind in ("cuda", "npu"):
+        mod = getattr(torch, kind, None)
+        if mod is not None and mod.is_available():
+            out += [kind] + [f"{kind}:{i}" for i in range(mod.device_count())]
+    return out
+
+
+def pick_device(name: Optional[str] = None) -> torch.device:
+    """The named device (a UsageError naming the valid ones if it is absent here), else the
+    accelerator if any, else the CPU."""
+    if not name:
+        from ascend_kernels.launcher import device as _device
+
+        return _device.default_device()
+    valid = available_devices()
+    if name not in valid:
+        raise UsageError(f"--device {name!r} is not available on this machine; choose from: {', '.join(valid)}")
+    return torch.device(name)
 
 
 def synchronize(device: torch.device) -> None:
@@ -159,6 +181,22 @@ def time_fn(fn, device: torch.device, warmup_ms: float, rep_ms: float, graph: bo
     return q(0.5), q(0.2), q(0.8)
 
 
+def host_us_per_call(fn, device: torch.device, median_ms: float, budget_ms: float, calls: int = 100) -> float:
+    """Eager wall-clock microseconds per call: back-to-back calls, one synchronize at the end.
+
+    What an eager serving step pays per call: the host's cost of a call (validation, launch)
+    where that is longer than the kernel, else the kernel time. Fewer calls (at least one)
+    when `calls` of `median_ms` each would take over `budget_ms`.
+    """
+    n = max(1, min(calls, int(budget_ms / max(median_ms, 1e-3))))
+    synchronize(device)
+    t0 = time.perf_counter()
+    for _ in range(n):
+        fn()
+    synchronize(device)
+    return (time.perf_counter() - t0) / n * 1e6
+
+
 def measure_roofline(device: torch.device, warmup_ms: float, rep_ms: float) -> dict:
     """Copy bandwidth (bytes read + written / time) and the matmul rate, measured now."""
     big = device.type != "cpu"
@@ -219,7 +257,7 @@ def _row(op, shape, label, p, status, detail="", **kw) -> dict:
     row = {"op": op, "case": label, "provider": p.name, "kind": p.kind, "status": status,
            "detail": detail, "median_ms": None, "p20_ms": None, "p80_ms": None, "throughput": None,
            "unit": None, "tflops": None, "gbps": None, "roofline": None, "speedup_vs_fallback": None,
-           "speedup_vs_best_peer": None, "best_peer": None, "setup_s": None,
+           "speedup_vs_best_peer": None, "best_peer": None, "setup_s": None, "host_us": None,
            "shape": json.dumps(shape, sort_keys=True)}
     row.update(kw)
     return row
@@ -258,7 +296,8 @@ def run_suite(suite: dict, ops: Optional[list] = None, provider_names: Optional[
     header.update(suite=suite["name"], dtype=str(dtype).replace("torch.", ""), warmup_ms=warmup_ms,
                   rep_ms=rep_ms, timer=("wall clock" if device.type == "cpu" else
                                         "triton.testing.do_bench_cudagraph (eager where capture fails)"
-                                        if graph and device.type == "cuda" else "triton.testing.do_bench"))
+                                        if graph and device.type == "cuda" else "triton.testing.do_bench"),
+                  host_time="eager wall clock per call over back-to-back calls, one synchronize at the end")
     header.update(roofline or measure_roofline(device, warmup_ms, rep_ms))
     bw, rate = header["copy_GBps"] * 1e9, header["matmul_TFLOPs"] * 1e12
 
@@ -343,6 +382,7 @@ def _run_provider(op, mod, shape, label, p, inputs, expected, device, warmup_ms,
                 synchronize(device)  # capture failed (host sync, allocation...): time it eagerly
                 detail += f"; eager timing (graph capture failed: {_short(exc)[:80]})"
                 med, p20, p80 = time_fn(fn, device, warmup_ms, rep_ms, False)
+            host_us = host_us_per_call(fn, device, med, rep_ms)
     except prov.Unsupported as exc:
         return _row(op, shape, label, p, "n/a", str(exc))
     except Exception as exc:
@@ -358,7 +398,7 @@ def _run_provider(op, mod, shape, label, p, inputs, expected, device, warmup_ms,
     tflops, gbps = flops / sec / 1e12, nbytes / sec / 1e9
     return _row(op, shape, label, p, "ok", detail, median_ms=med, p20_ms=p20, p80_ms=p80,
                 unit=unit, throughput=tflops if unit == "TFLOP/s" else gbps, tflops=tflops,
-                gbps=gbps, roofline=floor / sec if sec > 0 else None, setup_s=setup_s)
+                gbps=gbps, roofline=floor / sec if sec > 0 else None, setup_s=setup_s, host_us=host_us)
 
 
 def _speedups(rows: list) -> None:
@@ -418,14 +458,15 @@ def _status(r):
 
 def header_lines(header: dict) -> list:
     keys = ["device", "backend", "driver", "torch", "triton", "torch_npu", "cuda", "suite", "dtype",
-            "timer", "copy_GBps", "matmul_TFLOPs", "matmul", "wall_s", "command", "interpreter"]
+            "timer", "host_time", "copy_GBps", "matmul_TFLOPs", "matmul", "wall_s", "command", "interpreter"]
     return [f"- {k}: {header[k]}" for k in keys if k in header]
 
 
 def summary_table(result: dict) -> list:
     """One line per case: triton vs fallback vs the best peer."""
-    lines = ["| op | case | triton ms | fallback ms | best peer | peer ms | vs fallback | vs best peer | % roofline |",
-             "|---|---|---:|---:|---|---:|---:|---:|---:|"]
+    lines = ["| op | case | triton ms | triton host µs/call | fallback ms | best peer | peer ms | vs fallback | "
+             "vs best peer | % roofline |",
+             "|---|---|---:|---:|---:|---|---:|---:|---:|---:|"]
     by_case: dict = {}
     for r in result["rows"]:
         if r["case"] != "*":
@@ -437,7 +478,8 @@ def summary_table(result: dict) -> list:
         best = min(peers, key=lambda r: r["median_ms"]) if peers else None
         tri_ms = _ms(tri["median_ms"]) if tri and tri["status"] == "ok" else (tri["status"] if tri else "—")
         lines.append(
-            f"| {op} | {case} | {tri_ms} | {_ms(fb['median_ms']) if fb else '—'} | "
+            f"| {op} | {case} | {tri_ms} | {_fmt(tri and tri['host_us'], '.1f')} | "
+            f"{_ms(fb['median_ms']) if fb else '—'} | "
             f"{best['provider'] if best else '—'} | {_ms(best['median_ms']) if best else '—'} | "
             f"{_fmt(tri and tri['speedup_vs_fallback'], '.2f')}{'x' if tri and tri['speedup_vs_fallback'] else ''} | "
             f"{_fmt(tri and tri['speedup_vs_best_peer'], '.2f')}{'x' if tri and tri['speedup_vs_best_peer'] else ''} | "
@@ -453,14 +495,16 @@ def markdown(result: dict) -> str:
         ops_rows = [r for r in rows if r["op"] == op]
         unit = prov.op_module(op).UNIT
         out += ["", f"## {op}", "",
-                f"| case | provider | check | median ms | p20–p80 ms | {unit} | % roofline | vs fallback | vs best peer |",
-                "|---|---|---|---:|---:|---:|---:|---:|---:|"]
+                f"| case | provider | check | median ms | p20–p80 ms | host µs/call | {unit} | % roofline | "
+                f"vs fallback | vs best peer |",
+                "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
         for r in ops_rows:
             if r["case"] == "*":
                 continue
             spread = f"{_ms(r['p20_ms'])}–{_ms(r['p80_ms'])}" if r["p20_ms"] is not None else "—"
             out.append(
                 f"| {r['case']} | {r['provider']} | {_status(r)} | {_ms(r['median_ms'])} | {spread} | "
+                f"{_fmt(r['host_us'], '.1f')} | "
                 f"{_fmt(r['throughput'], '.1f' if unit == 'GB/s' else '.2f')} | "
                 f"{_fmt(r['roofline'] * 100 if r['roofline'] is not None else None, '.0f')} | "
                 f"{_fmt(r['speedup_vs_fallback'], '.2f')} | {_fmt(r['speedup_vs_best_peer'], '.2f')} |")
@@ -472,7 +516,7 @@ def markdown(result: dict) -> str:
 
 CSV_FIELDS = ["op", "case", "provider", "kind", "status", "detail", "median_ms", "p20_ms", "p80_ms",
               "throughput", "unit", "tflops", "gbps", "roofline", "speedup_vs_fallback",
-              "speedup_vs_best_peer", "best_peer", "setup_s", "shape"]
+              "speedup_vs_best_peer", "best_peer", "setup_s", "host_us", "shape"]
 
 
 def write_csv(result: dict, path) -> None:
@@ -539,8 +583,38 @@ def plot(result: dict, directory) -> list:
 
 # ---- CLI: bench -----------------------------------------------------------------------------
 
-def default_suite() -> str:
-    return "quick" if pick_device(None).type == "cpu" else "full"
+def default_suite(device: Optional[torch.device] = None) -> str:
+    return "quick" if (device or pick_device()).type == "cpu" else "full"
+
+
+def suite_arg(name: Optional[str], device: torch.device) -> dict:
+    """The --suite value loaded (default: quick on CPU, full elsewhere); a UsageError naming the
+    suites if it is neither a suite nor a readable suite file."""
+    try:
+        return load_suite(name or default_suite(device))
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def ops_arg(suite: dict, ops: Optional[list]) -> list:
+    """The --op values, all of the suite's by default; a UsageError for ops the suite lacks."""
+    missing = [op for op in ops or [] if op not in suite["ops"]]
+    if missing:
+        raise UsageError(f"suite {suite['name']} has no case for {', '.join(missing)}; "
+                         f"its ops: {', '.join(suite['ops'])}")
+    return list(ops or suite["ops"])
+
+
+def providers_arg(ops: list, names: Optional[list]) -> Optional[list]:
+    """The --providers values; a UsageError naming the valid providers of `ops` for unknown ones."""
+    if not names:
+        return None
+    valid = prov.provider_names(ops)
+    unknown = [n for n in names if n not in valid]
+    if unknown:
+        raise UsageError(f"unknown provider {', '.join(map(repr, unknown))} for {', '.join(ops)}; "
+                         f"choose from: {', '.join(valid)}")
+    return names
 
 
 def add_bench_arguments(p: argparse.ArgumentParser) -> None:
@@ -550,12 +624,11 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"suite name or YAML path (default: quick on CPU, full elsewhere); suites: "
                         f"{', '.join(suite_names())}")
     p.add_argument("--providers", nargs="+", metavar="P",
-                   help="only these providers (triton, fallback, sdpa-flash, flex, index_copy_, ...)")
-    p.add_argument("--csv", metavar="FILE", help="write the rows as CSV")
-    p.add_argument("--json", metavar="FILE", help="write the header and rows as JSON")
-    p.add_argument("--plot", metavar="DIR", help="write one PNG per op (needs matplotlib)")
+                   help="only these providers (triton, fallback, sdpa-flash, flex, index_copy_, ...; "
+                        "--list names them)")
     p.add_argument("--results", metavar="DIR",
-                   help="write DIR/bench.md, bench.csv, bench.json, the plots and the command")
+                   help="write DIR/bench.md, bench.csv, bench.json, one PNG per op (with matplotlib) and "
+                        "command.txt (default: ./ascend_kernels_results/<timestamp>-<device>/)")
     p.add_argument("--device", help="cuda, cuda:1, npu, cpu (default: the accelerator if any)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
     p.add_argument("--warmup-ms", type=float, help="do_bench warm-up (ms)")
@@ -567,68 +640,84 @@ def add_bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _command_line() -> str:
-    argv = sys.argv[:]
-    if argv and argv[0].endswith(("runner.py", "__main__.py")):
-        argv[0] = "python -m ascend_kernels.bench.runner"
-    elif argv and os.path.basename(argv[0]) in ("cli.py", "ascend-kernels"):
-        argv[0] = "ascend-kernels"
-    return " ".join(argv[:1] + [shlex.quote(a) for a in argv[1:]])
+def _command_line(argv: Optional[list]) -> str:
+    if argv is None:
+        return "n/a (run_bench called from Python)"
+    return " ".join(["ascend-kernels"] + [shlex.quote(a) for a in argv])
+
+
+def default_results_dir(device: torch.device) -> Path:
+    """./ascend_kernels_results/<timestamp>-<device>/ (a new folder per run)."""
+    from ascend_kernels.launcher import device as _device
+
+    name = "cpu" if device.type == "cpu" else re.sub(r"[^a-z0-9.]+", "-", _device.device_name(device).lower())
+    base = RESULTS_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{name.strip('-')}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+def write_results(result: dict, directory) -> list:
+    """bench.md, bench.csv, bench.json, command.txt and one PNG per op (with matplotlib)."""
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "bench.md").write_text(markdown(result))
+    write_csv(result, d / "bench.csv")
+    write_json(result, d / "bench.json")
+    (d / "command.txt").write_text(result["header"].get("command", "") + "\n")
+    return [d / "bench.md", d / "bench.csv", d / "bench.json", d / "command.txt"] + plot(result, d)
+
+
+def _interpreter_reexec(args, device: torch.device, providers: Optional[list]) -> None:
+    """On CPU with the interpreter off, the triton provider cannot run its kernels: run the same
+    command again in a fresh process with ASCEND_KERNELS_INTERPRET=1 (read at import)."""
+    from ascend_kernels.launcher import device as _device
+
+    env = _device.INTERPRET_ENV
+    argv = getattr(args, "argv", None)  # set by the CLI's main
+    if (argv is None or device.type != "cpu" or _device.INTERPRETER_ON or os.environ.get(env) == "1"
+            or (providers and "triton" not in providers)):
+        return
+    print(f"bench: on CPU the triton provider runs its kernels through the Triton interpreter: "
+          f"running again with {env}=1", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execve(sys.executable, [sys.executable, "-m", "ascend_kernels.cli", *argv], {**os.environ, env: "1"})
+
+
+def _list(suite: dict, ops: list, device: torch.device) -> None:
+    for op in ops:
+        mod = prov.op_module(op)
+        print(f"{op}: {len(suite['ops'][op])} cases")
+        for s in suite["ops"][op]:
+            print(f"  {mod.label(s)}")
+        for p in mod.providers():
+            why = p.absent_reason(device)
+            print(f"  provider {p.name:14s} {p.kind:8s} {'absent: ' + why if why else 'present'}")
 
 
 def run_bench(args) -> int:
-    suite = load_suite(args.suite or default_suite())
     device = pick_device(args.device)
+    suite = suite_arg(args.suite, device)
+    ops = ops_arg(suite, args.op)
+    providers = providers_arg(ops, args.providers)
     dtype = getattr(torch, args.dtype) if args.dtype else None
     if args.list:
-        for op, shapes in suite["ops"].items():
-            if args.op and op not in args.op:
-                continue
-            mod = prov.op_module(op)
-            print(f"{op}: {len(shapes)} cases")
-            for s in shapes:
-                print(f"  {mod.label(s)}")
-            for p in mod.providers():
-                why = p.absent_reason(device)
-                print(f"  provider {p.name:14s} {p.kind:8s} {'absent: ' + why if why else 'present'}")
+        _list(suite, ops, device)
         return 0
+    _interpreter_reexec(args, device, providers)
+    results = Path(args.results) if args.results else default_results_dir(device)
     stream = open(args.stream, "a") if args.stream else None
     try:
-        result = run_suite(suite, ops=args.op, provider_names=args.providers, device=device, dtype=dtype,
+        result = run_suite(suite, ops=ops, provider_names=providers, device=device, dtype=dtype,
                            warmup_ms=args.warmup_ms, rep_ms=args.rep_ms, progress=not args.no_progress,
                            stream=stream, graph=args.cuda_graph)
     finally:
         if stream is not None:
             stream.close()
-    result["header"]["command"] = _command_line()
-    text = markdown(result)
-    print(text, end="")
-    if args.csv:
-        write_csv(result, args.csv)
-    if args.json:
-        write_json(result, args.json)
-    if args.plot:
-        plot(result, args.plot)
-    if args.results:
-        d = Path(args.results)
-        d.mkdir(parents=True, exist_ok=True)
-        (d / "bench.md").write_text(text)
-        write_csv(result, d / "bench.csv")
-        write_json(result, d / "bench.json")
-        (d / "command.txt").write_text(result["header"]["command"] + "\n")
-        plot(result, d)
+    result["header"]["command"] = _command_line(getattr(args, "argv", None))
+    print(markdown(result), end="")
+    written = write_results(result, results)
+    print(f"bench: results in {results}/ ({', '.join(p.name for p in written)})", file=sys.stderr)
     return 0 if not any(r["status"] == "WRONG" and r["kind"] == "triton" for r in result["rows"]) else 1
-
-
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ascend_kernels.bench.runner", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("bench", help="time every op against the fallback and the peers")
-    add_bench_arguments(p)
-    p.set_defaults(func=run_bench)
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,7 +16,10 @@ Argument translation:
   (fused_infer_attention.band_args). Modes 3 and 4 take the compressed 2048 x 2048 mask.
 - softmax_lse_flag=True returns lse [T, N, 1] fp32: transposed to [N, T].
 
-The reference takes: softcap (FIA has none); varlen k/v with seqused_k (TND's cumulative kv
+The reference takes: an int8 cache (A2/A3 FIA documents no antiquant with page attention when
+Q_S > 1: D26 "page attention场景 ... page attention不支持伪量化场景", the same line in D71/D72; its
+key/value_antiquant_scale also need query S <= 16 and no page attention, "kv伪量化参数分离");
+softcap (FIA has none); varlen k/v with seqused_k (TND's cumulative kv
 lengths cannot skip key tails); cu_seqlens not starting at 0; whatever FIA's documented limits
 refuse; and batches where some query row sees no key (our contract is 0 output and -inf lse
 there; FIA documents neither).
@@ -34,6 +37,9 @@ FIA = "npu_fused_infer_attention_score"
 def _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, window_left, window_right,
           softcap):
     """(path, reason, cu_q list, kv lengths list as FIA takes them)."""
+    if k.dtype == torch.int8:
+        return ("reference", "int8 paged cache: FIA's page attention with Q_S > 1 takes no antiquant "
+                "(D26 page attention: 'page attention不支持伪量化场景')", None, None)
     if softcap > 0:
         return "reference", "softcap: FIA has no logit softcapping", None, None
     paged = block_table is not None
@@ -67,7 +73,7 @@ def _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, window_left,
 
 
 def route(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, softmax_scale,
-          window_left, window_right, softcap) -> tuple[str, str]:
+          window_left, window_right, softcap, k_scale=None, v_scale=None) -> tuple[str, str]:
     """(path, reason) that flash_attention(...) takes for these arguments (reads the lengths on
     the host: a sync)."""
     path, reason, _, _ = _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
@@ -76,14 +82,15 @@ def route(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, softmax_s
 
 
 def flash_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, softmax_scale,
-                    window_left, window_right, softcap, out=None, return_lse=False):
+                    window_left, window_right, softcap, k_scale=None, v_scale=None, out=None,
+                    return_lse=False):
     """Same contract as reference.flash_attention: writes `out`, returns (out, lse or None)."""
     path, _, cu_q, seq_kv = _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
                                   window_left, window_right, softcap)
     if path == "reference":
         return ref.flash_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
-                                   softmax_scale, window_left, window_right, softcap, out=out,
-                                   return_lse=return_lse)
+                                   softmax_scale, window_left, window_right, softcap,
+                                   k_scale=k_scale, v_scale=v_scale, out=out, return_lse=return_lse)
     import torch_npu
 
     num_heads, head_size = q.shape[1:]

@@ -12,6 +12,14 @@ Paths, in order (`route(...)` names the one a call takes, with the reason):
 When ATB's library is missing the first _npu_paged_attention call raises OSError; that call and
 every later one take the next path, with the reason (see _npu.py).
 
+int8 caches (k_scale/v_scale) take the reference, dequantized on the device, because neither
+contract is clear enough to call: torch_npu's _npu_paged_attention has no dequant inputs
+(op_plugin_functions.yaml: query, key_cache, value_cache, num_kv_heads, num_heads, scale_value,
+block_table, context_lens, out), and FIA's KV-separated antiquant (key_antiquant_scale /
+value_antiquant_scale with key_antiquant_mode 0 = per tensor, 2 = per tensor + per head) lists
+modes 0-5 for Q_S = 1 on A2/A3 but tables the scale shapes and dtypes ((1) / (N), query's
+dtype) for the 950 series only (FIA docs, "KV伪量化分离参数" and the Q_S = 1 constraints, 26.1.0).
+
 Both torch_npu calls take the context lengths on the HOST: seq_lens_host when given, otherwise
 a copy of seq_lens (a device->host sync, the documented cost of not passing it). Lengths are
 clamped to >= 1 and rows with seq_len 0 zeroed after the call, because how either operator
@@ -71,9 +79,12 @@ def npu_paged_attention_reason(query, key_cache, value_cache, out=None) -> Optio
 
 def route(query, key_cache, value_cache, block_table, seq_lens, out=None, *, scale=None,
           sliding_window=0, softcap=0.0, alibi_slopes=None, seq_lens_host=None,
-          block_table_host=None) -> tuple[str, str]:
+          block_table_host=None, k_scale=None, v_scale=None) -> tuple[str, str]:
     """(path, reason) that paged_attention(...) takes for these arguments. `out` never decides:
     a strided `out` gets a contiguous buffer in between."""
+    if k_scale is not None:
+        return "reference", ("int8 cache: _npu_paged_attention has no dequant inputs, and FIA's "
+                             "antiquant scale shapes are documented for the 950 series only")
     if softcap and softcap > 0:
         return "reference", "softcap: neither ATB PagedAttention nor FIA has logit softcapping"
     if alibi_slopes is not None:
@@ -93,12 +104,13 @@ def route(query, key_cache, value_cache, block_table, seq_lens, out=None, *, sca
 
 def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *, scale,
                     sliding_window=0, softcap=0.0, alibi_slopes=None, seq_lens_host=None,
-                    block_table_host=None) -> None:
+                    block_table_host=None, k_scale=None, v_scale=None) -> None:
     path, _ = route(query, key_cache, value_cache, block_table, seq_lens, out,
-                    sliding_window=sliding_window, softcap=softcap, alibi_slopes=alibi_slopes)
+                    sliding_window=sliding_window, softcap=softcap, alibi_slopes=alibi_slopes,
+                    k_scale=k_scale)
     if path == "reference":
         out.copy_(_reference(query, key_cache, value_cache, block_table, seq_lens, scale,
-                             sliding_window, softcap, alibi_slopes))
+                             sliding_window, softcap, alibi_slopes, k_scale=k_scale, v_scale=v_scale))
         return
     import torch_npu
 

@@ -182,8 +182,9 @@ def register(name: str = ATTN_NAME) -> str:
     return name
 
 
-def _row_param(value: Param, rows: int, dtype: torch.dtype, device) -> Union[None, int, float, torch.Tensor]:
-    """None and scalars pass through (the op's scalar path); sequences become [rows] tensors."""
+def _row_param(value: Param, rows: int, dtype: torch.dtype, device):
+    """None stays None, a scalar stays a host scalar (the op's scalar path), a sequence becomes
+    a [rows] tensor of `dtype` on `device`."""
     if value is None:
         return None
     if isinstance(value, (int, float)):
@@ -271,35 +272,33 @@ class PagedRunner:
         """Run the prompts, at most `chunk_size` tokens of each sequence per forward (default:
         whole prompts in one forward); returns the first sampled token of each sequence [n]."""
         n = len(self.prompts)
+
+        def dev(values, dtype=torch.int64):  # host ints -> device tensor (a copy, no sync)
+            return torch.tensor(values, dtype=dtype).to(self.device)
+
         done = [0] * n
         last_logits = None
         while True:
             take = [min(len(p) - d, chunk_size or len(p)) for p, d in zip(self.prompts, done)]
             if not any(take):
                 break
-            ids, pos, rows = [], [], []
+            ids, pos, rows, cu = [], [], [], [0]
             for i, (p, d, t) in enumerate(zip(self.prompts, done, take)):
                 ids += p[d:d + t]
                 pos += range(d, d + t)
                 rows += [i] * t
-            cu = [0]
-            for t in take:
                 cu.append(cu[-1] + t)
             ends = [i for i in range(n) if take[i] and done[i] + take[i] == len(self.prompts[i])]
             done = [d + t for d, t in zip(done, take)]
-            dev = self.device
-            pos_t = torch.tensor(pos, dtype=torch.int64).to(dev)
-            meta = Metadata(self.cache,
-                            slot_mapping=self.cache.slots(self.block_table, torch.tensor(rows, dtype=torch.int64).to(dev), pos_t),
-                            block_table=self.block_table,
-                            seq_lens=torch.tensor(done, dtype=torch.int32).to(dev),
-                            cu_seqlens_q=torch.tensor(cu, dtype=torch.int32).to(dev),
-                            max_seqlen_q=max(take))
-            keep = torch.tensor([cu[i + 1] - 1 for i in ends], dtype=torch.int64).to(dev)
-            logits = self._forward(torch.tensor(ids, dtype=torch.int64).to(dev)[None], pos_t[None], meta, keep)[0]
+            pos_t = dev(pos)
+            slots = self.cache.slots(self.block_table, dev(rows), pos_t)
+            meta = Metadata(self.cache, slot_mapping=slots, block_table=self.block_table,
+                            seq_lens=dev(done, torch.int32),
+                            cu_seqlens_q=dev(cu, torch.int32), max_seqlen_q=max(take))
+            logits = self._forward(dev(ids)[None], pos_t[None], meta, dev([cu[i + 1] - 1 for i in ends]))
             if last_logits is None:
                 last_logits = logits.new_empty(n, logits.shape[-1])
-            last_logits[torch.tensor(ends, dtype=torch.int64).to(dev)] = logits
+            last_logits[dev(ends)] = logits[0]
         self.seq_lens.copy_(torch.tensor(done, dtype=torch.int32))
         self._sample(last_logits)
         return self.tokens

@@ -1,11 +1,13 @@
 """Varlen / paged prefill attention (FlashAttention-2 style forward), one source for both K/V layouts.
 
 Persistent grid over tasks (sequence, query tile, kv head, group of HEADS_PER_TASK of the kv
-head's query heads), or one program per task when the grid holds them all (CUDA); a task runs
-its query heads one after another over the same K/V tiles (the second and later heads read
-them from cache). Ascend takes the whole GQA group per task (its 20-24 cube cores have tasks
-enough); CUDA one head per task (more tasks than SMs even at batch 1 with 8 query heads per kv
-head). Per
+head's query heads), or one program per task when the grid holds them all (CUDA). A task's query
+heads are packed into its M tile (as vLLM's triton_unified_attention): row r is query
+r // HEADS_PAD of the tile and head r % HEADS_PAD of the group (HEADS_PAD = HEADS_PER_TASK
+rounded up to 2^k; padding rows are masked), so each K/V tile is loaded once per task for the
+whole group. Ascend packs the whole GQA group (its 20-24 cube cores have tasks enough); CUDA
+defaults to one head per task (more tasks than SMs even at batch 1 with 8 query heads per kv
+head); the config's HEADS_PER_TASK chooses. Per
 task the KV loop is cut into three ranges from the causal/window band, computed on scalars before
 the loop: masked tiles left of the band's fully visible part, unmasked tiles (no mask arithmetic at
 all), masked tiles on the right edge (the diagonal and the sequence tail). Tiles wholly outside the
@@ -20,6 +22,11 @@ block_size, for a smaller on-chip footprint), found through one block-table entr
 loaded as one strided block (structured on Ascend, no gathers). The next tile's page id is read
 one step ahead.
 
+Quantized K/V (QUANT != 0: int8, or fp8 on CUDA): a task reads one kv head, so its scale is one
+number (per tensor, or per kv head with SCALE_PER_HEAD). Tiles are converted to the dot's dtype
+(exact for int8 and fp8 values) and the scales are folded into the score scale (k) and the
+output (v) instead of multiplying every element.
+
 USE_TMA (CUDA Hopper+, chosen by the op): K/V tiles come through host tensor descriptors over
 K/V viewed as [rows, NUM_KV_HEADS * HEAD_SIZE] (rows = tokens, or page slots when PAGED), i.e.
 by the bulk tensor copy engine instead of per-thread pointer loads. Rows past the tensor read
@@ -29,6 +36,7 @@ another sequence's tokens or, in a page, never written).
 import triton
 import triton.language as tl
 
+from ._quant import load_scale
 from ._softmax import (LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step,
                        online_softmax_step_full)
 
@@ -53,15 +61,14 @@ def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks
 def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, k_desc, v_desc, tma_row, tma_col,
             n, sk, q_pos, qk_scale, sm_scale, window_left, window_right, mask_d,
             offs_n, MASKED: tl.constexpr, HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
-            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr):
+            SOFTCAP: tl.constexpr, DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr,
+            QUANT: tl.constexpr):
     """One KV tile: scores, (mask), online softmax, P @ V. MASKED tiles mask keys past sk and
     outside the band; unmasked tiles are wholly inside both."""
     k_pos = n + offs_n
     if USE_TMA:  # tile rows [tma_row, + BLOCK_N), columns of this kv head
         k = k_desc.load([tma_row, tma_col])
         v = v_desc.load([tma_row, tma_col])
-        if MASKED:  # rows past sk: another sequence's tokens or never-written page slots
-            v = tl.where((k_pos < sk)[:, None], v, 0.0)
     elif MASKED:
         ld_mask = (k_pos < sk)[:, None]
         if BLOCK_D != HEAD_SIZE:
@@ -74,6 +81,12 @@ def _attend(acc, m_i, l_i, q, k_base, v_base, k_offs, v_offs, k_desc, v_desc, tm
     else:
         k = tl.load(k_base + k_offs)
         v = tl.load(v_base + v_offs)
+    if QUANT != 0:  # int8 / fp8 -> q's dtype, exactly; the scales are applied outside
+        k = k.to(q.dtype)
+        v = v.to(q.dtype)
+    if USE_TMA:
+        if MASKED:  # rows past sk: another sequence's tokens or never-written page slots
+            v = tl.where((k_pos < sk)[:, None], v, 0.0)
     if DOT_FP32:
         s = tl.dot(q, tl.trans(k.to(tl.float32)))
     else:
@@ -109,7 +122,7 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_de
                   MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
                   HEAD_SIZE: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
-                  DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr):
+                  DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr, QUANT: tl.constexpr):
     """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
     # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
     # block-table load inside the step
@@ -130,7 +143,7 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_de
         acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile, k_offs, v_offs, k_desc, v_desc,
                                 tl.cast(tma_row, tl.int32), tma_col, n, sk, q_pos, qk_scale,
                                 sm_scale, window_left, window_right, mask_d, offs_n, MASKED,
-                                HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, USE_TMA)
+                                HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, USE_TMA, QUANT)
         idx = nxt
     return acc, m_i, l_i
 
@@ -148,9 +161,10 @@ def flash_attention_kernel(
     cu_seqlens_k_ptr,   # [batch + 1] int32 (varlen; unread when PAGED)
     seqused_k_ptr,      # [batch] int32 (PAGED, or varlen with HAS_SEQUSED)
     block_table_ptr,    # [batch, max_blocks] int32 (PAGED)
+    k_scale_ptr, v_scale_ptr,  # fp32 [1], or [num_kv_heads] with SCALE_PER_HEAD (read when QUANT != 0)
     sm_scale,           # fp32 softmax scale (natural units)
     window_left, window_right,  # keys before / after the (bottom-right aligned) diagonal; -1 = all
-    batch, tiles_per_seq,       # tiles_per_seq = cdiv(max_seqlen_q, BLOCK_M)
+    batch, tiles_per_seq,       # tiles_per_seq = cdiv(max_seqlen_q, BLOCK_M // HEADS_PAD)
     total_q, kv_limit, max_blocks,  # q tokens; k tokens (varlen) or cache pages (PAGED); block-table
                                     # columns: wrong cu_seqlens / seqused_k / page ids stay inside them
     stride_qt, stride_qh,
@@ -161,22 +175,32 @@ def flash_attention_kernel(
     stride_bt_b,
     NUM_KV_HEADS: tl.constexpr, GQA: tl.constexpr,   # num_heads = NUM_KV_HEADS * GQA
     HEADS_PER_TASK: tl.constexpr,                    # query heads of a task (divides GQA)
+    HEADS_PAD: tl.constexpr,                         # HEADS_PER_TASK rounded up to 2^k (<= BLOCK_M)
+    IO_BLOCKS: tl.constexpr,  # Q/out/lse as [BLOCK_Q, HEADS_PAD] blocks (Ascend: per-row index
+                              #   math in addresses is scalarised there), else per M-tile row
     HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,  # BLOCK_D = head_size rounded up to 2^k
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,    # PAGED: BLOCK_N divides PAGE_SIZE
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,    # M tile rows = queries x HEADS_PAD; PAGED: BLOCK_N
+                                                     #   divides PAGE_SIZE
     PAGE_SIZE: tl.constexpr,                         # block_size (PAGED; unused for varlen)
     PAGED: tl.constexpr, HAS_SEQUSED: tl.constexpr,
     SOFTCAP: tl.constexpr, RETURN_LSE: tl.constexpr,
     DOT_FP32: tl.constexpr,  # interpreter: bf16 dots are wrong there, so dot in fp32
     USE_TMA: tl.constexpr,   # K/V tiles through k_desc / v_desc (CUDA Hopper+)
     PERSISTENT: tl.constexpr,  # fewer programs than tasks (else program i runs task i)
+    QUANT: tl.constexpr,       # k/v dtype: 0 = q's, 1 = int8, 2 = fp8 (_quant.QUANT_*)
+    SCALE_PER_HEAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
+    BLOCK_Q: tl.constexpr = BLOCK_M // HEADS_PAD  # queries of a tile
     offs_m = tl.arange(0, BLOCK_M)
+    row_q = offs_m // HEADS_PAD  # an M-tile row's query in the tile
+    row_g = offs_m % HEADS_PAD   # and its head in the task's group
+    offs_q = tl.arange(0, BLOCK_Q)
+    offs_g = tl.arange(0, HEADS_PAD)
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     mask_d = offs_d < HEAD_SIZE
-    qk_scale = sm_scale * LOG2E
     # K/V tile element offsets from a tile's base (int32: one tile is small)
     k_offs = offs_n[:, None] * stride_kt + offs_d[None, :]
     v_offs = offs_n[:, None] * stride_vt + offs_d[None, :]
@@ -207,7 +231,7 @@ def flash_attention_kernel(
         # lengths clamped to the tensors: for valid inputs these are no-ops
         q_start = tl.minimum(tl.maximum(tl.load(cu_seqlens_q_ptr + seq), 0), total_q)
         sq = tl.minimum(tl.maximum(tl.load(cu_seqlens_q_ptr + seq + 1), q_start), total_q) - q_start
-        q_lo = tile * BLOCK_M
+        q_lo = tile * BLOCK_Q
         if q_lo < sq:
             if PAGED:
                 k_start = 0
@@ -221,7 +245,7 @@ def flash_attention_kernel(
                 sk = tl.minimum(sk, kv_limit - k_start)
             sk = tl.maximum(sk, 0)
             diag = sk - sq
-            q_hi = tl.minimum(q_lo + BLOCK_M, sq) - 1  # last real query row of the tile
+            q_hi = tl.minimum(q_lo + BLOCK_Q, sq) - 1  # last real query of the tile
             # keys any row of the tile sees: [kv_lo, kv_hi)
             kv_lo = 0
             if window_left >= 0:
@@ -242,41 +266,58 @@ def flash_attention_kernel(
             end_a = tl.minimum(tl.maximum(full_lo, start), kv_hi)   # masked  [start, end_a)
             end_b = tl.minimum(tl.maximum(full_hi, end_a), kv_hi)   # full    [end_a, end_b)
             # masked [end_b, kv_hi)
-            q_rows = q_lo + offs_m
-            row_ok = q_rows < sq
-            q_pos = q_rows + diag
-            tok = tl.cast(q_start + q_rows, tl.int64)
-            for g in range(g_lo, g_lo + HEADS_PER_TASK):
-                h = kvh * GQA + g
-                q_ptrs = q_ptr + tok[:, None] * stride_qt + h * stride_qh + offs_d[None, :]
-                q = tl.load(q_ptrs, mask=row_ok[:, None] & mask_d[None, :], other=0.0)
-                if DOT_FP32:
-                    q = q.to(tl.float32)
-                k_head = k_ptr + tl.cast(kvh, tl.int64) * stride_kh
-                v_head = v_ptr + tl.cast(kvh, tl.int64) * stride_vh
-                tma_col = kvh * HEAD_SIZE
-                m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
-                l_i = tl.zeros([BLOCK_M], tl.float32)
-                acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
-                # masked [start, end_a), unmasked [end_a, end_b), masked [end_b, kv_hi)
-                for r in tl.static_range(3):
-                    if r == 0:
-                        lo = start
-                        hi = end_a
-                    elif r == 1:
-                        lo = end_a
-                        hi = end_b
-                    else:
-                        lo = end_b
-                        hi = kv_hi
-                    acc, m_i, l_i = _attend_range(
-                        acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col,
-                        lo, hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit,
-                        v_unit, stride_kt, stride_vt, q_pos, qk_scale, sm_scale, window_left,
-                        window_right, mask_d, offs_n, r != 1, PAGED, PAGE_SIZE, HEAD_SIZE,
-                        BLOCK_D, BLOCK_N, SOFTCAP, DOT_FP32, USE_TMA)
-                out, lse = finish_softmax(acc, m_i, l_i)
-                o_ptrs = out_ptr + tok[:, None] * stride_ot + h * stride_oh + offs_d[None, :]
-                tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=row_ok[:, None] & mask_d[None, :])
-                if RETURN_LSE:
-                    tl.store(lse_ptr + tl.cast(h, tl.int64) * stride_lse_h + tok, lse, mask=row_ok)
+            q_pos = q_lo + row_q + diag
+            # Q / out / lse rows: token and query head of each
+            if IO_BLOCKS:  # [BLOCK_Q, 1] x [1, HEADS_PAD]: strided blocks, reshaped to the M tile
+                tok = tl.cast(q_start + q_lo + offs_q, tl.int64)[:, None]
+                h = kvh * GQA + g_lo + offs_g[None, :]
+                row_ok = ((q_lo + offs_q) < sq)[:, None] & (offs_g < HEADS_PER_TASK)[None, :]
+            else:  # [BLOCK_M]: per row
+                tok = tl.cast(q_start + q_lo + row_q, tl.int64)
+                h = kvh * GQA + g_lo + row_g
+                row_ok = ((q_lo + row_q) < sq) & (row_g < HEADS_PER_TASK)
+            io_mask = tl.expand_dims(row_ok, -1) & mask_d
+            q_rows = q_ptr + tl.expand_dims(tok * stride_qt, -1) + tl.expand_dims(h * stride_qh, -1)
+            q = tl.load(q_rows + offs_d, mask=io_mask, other=0.0)
+            if IO_BLOCKS:
+                q = tl.reshape(q, [BLOCK_M, BLOCK_D])
+            if DOT_FP32:
+                q = q.to(tl.float32)
+            k_head = k_ptr + tl.cast(kvh, tl.int64) * stride_kh
+            v_head = v_ptr + tl.cast(kvh, tl.int64) * stride_vh
+            tma_col = kvh * HEAD_SIZE
+            task_sm_scale = sm_scale
+            if QUANT != 0:  # q.k = q.k_stored * k_scale
+                task_sm_scale = sm_scale * load_scale(k_scale_ptr, kvh, kvh < NUM_KV_HEADS,
+                                                      QUANT, SCALE_PER_HEAD)
+            qk_scale = task_sm_scale * LOG2E
+            m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+            l_i = tl.zeros([BLOCK_M], tl.float32)
+            acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+            # masked [start, end_a), unmasked [end_a, end_b), masked [end_b, kv_hi)
+            for r in tl.static_range(3):
+                if r == 0:
+                    lo = start
+                    hi = end_a
+                elif r == 1:
+                    lo = end_a
+                    hi = end_b
+                else:
+                    lo = end_b
+                    hi = kv_hi
+                acc, m_i, l_i = _attend_range(
+                    acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_desc, tma_col,
+                    lo, hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit,
+                    v_unit, stride_kt, stride_vt, q_pos, qk_scale, task_sm_scale, window_left,
+                    window_right, mask_d, offs_n, r != 1, PAGED, PAGE_SIZE, HEAD_SIZE,
+                    BLOCK_D, BLOCK_N, SOFTCAP, DOT_FP32, USE_TMA, QUANT)
+            if QUANT != 0:  # p.v = p.v_stored * v_scale
+                acc = acc * load_scale(v_scale_ptr, kvh, kvh < NUM_KV_HEADS, QUANT, SCALE_PER_HEAD)
+            out, lse = finish_softmax(acc, m_i, l_i)
+            if IO_BLOCKS:
+                out = tl.reshape(out, [BLOCK_Q, HEADS_PAD, BLOCK_D])
+                lse = tl.reshape(lse, [BLOCK_Q, HEADS_PAD])
+            o_rows = out_ptr + tl.expand_dims(tok * stride_ot, -1) + tl.expand_dims(h * stride_oh, -1)
+            tl.store(o_rows + offs_d, out.to(out_ptr.dtype.element_ty), mask=io_mask)
+            if RETURN_LSE:
+                tl.store(lse_ptr + tl.cast(h, tl.int64) * stride_lse_h + tok, lse, mask=row_ok)

@@ -1,9 +1,17 @@
 """Decode attention over a paged KV cache: one new query token per sequence.
 
 Program = (sequence, kv head, split), persistent grid over those tasks. The M tile holds every
-query head that shares the kv head (the GQA group, padded to BLOCK_M >= 16 rows for tl.dot), so
+query head that shares the kv head (the GQA group, padded to a power of two: at least 16 rows
+where tl.dot needs them (CUDA, the interpreters); on Ascend no more, the cube pads M itself), so
 each KV page is read once per kv head. The loop walks the sequence's pages, bounded by its
-length (loaded from seq_lens on the device): block-table entries past the length are never read.
+length (loaded from seq_lens on the device): block-table entries past the length are never read,
+and every block-table index is clamped into the row (a masked load may lower to an unmasked one).
+The next step's page ids are loaded one step ahead, so the K/V loads never wait on them.
+
+Quantized caches (int8; fp8 on CUDA): the tiles are converted to the query's dtype (exact for
+int8 and fp8 in fp16/bf16) and the per-tensor or per-kv-head scales, constant over a task,
+are folded in: k_scale into the softmax scale, v_scale into the output. Same result as
+dequantizing every tile, without a multiply per element in the loop.
 
 PAGES_PER_STEP == 1 (the Ascend layout): one scalar page id per step and one [block_size,
 head_size] K and V tile at one base address -- structured DMA, no gather. PAGES_PER_STEP > 1
@@ -18,6 +26,7 @@ pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch
 import triton
 import triton.language as tl
 
+from ._quant import load_scale
 from ._softmax import LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step
 
 
@@ -28,6 +37,7 @@ def paged_attention_kernel(
     block_table_ptr,             # int32 [num_seqs, max_blocks]; entries past a sequence's pages unread
     seq_lens_ptr,                # int32 [num_seqs]
     alibi_ptr,                   # fp32 [num_heads] (read only when USE_ALIBI)
+    k_scale_ptr, v_scale_ptr,    # fp32 [1] or [num_kv_heads] (read only when QUANT != 0)
     out_ptr,                     # NUM_SPLITS == 1: [num_seqs, num_heads, head_size] in the output dtype
                                  # NUM_SPLITS > 1: fp32 partials [num_seqs, num_heads, NUM_SPLITS, head_size]
     lse_ptr,                     # fp32 [num_seqs, num_heads, NUM_SPLITS] (written when NUM_SPLITS > 1)
@@ -43,7 +53,7 @@ def paged_attention_kernel(
     bt_stride_s,
     o_stride_s, o_stride_h,      # out (NUM_SPLITS == 1) or partials (split stride = HEAD_SIZE)
     GQA: tl.constexpr,           # query heads per kv head
-    BLOCK_M: tl.constexpr,       # GQA padded to a power of two >= 16
+    BLOCK_M: tl.constexpr,       # GQA padded to a power of two (>= 16 where tl.dot needs it)
     HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
     BLOCK_SIZE: tl.constexpr,    # tokens per page
     BLOCK_N: tl.constexpr,       # BLOCK_SIZE padded to a power of two
@@ -52,6 +62,8 @@ def paged_attention_kernel(
     SOFTCAP: tl.constexpr,       # > 0: softcap * tanh(s / softcap)
     USE_ALIBI: tl.constexpr,
     DOT_FP32: tl.constexpr,      # interpreter: bf16 tl.dot is wrong there, dot in fp32
+    QUANT: tl.constexpr,         # _quant.QUANT_*: the caches' encoding
+    SCALE_PER_HEAD: tl.constexpr,
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -76,8 +88,8 @@ def paged_attention_kernel(
         if window > 0:
             kv_lo = tl.maximum(seq_len - window, 0)
         page_lo = kv_lo // BLOCK_SIZE
-        # never past the block table's row, whatever seq_lens says
-        page_hi = tl.minimum((seq_len + BLOCK_SIZE - 1) // BLOCK_SIZE, max_blocks)
+        # never past the block table's row, whatever seq_lens says (nor below page_lo)
+        page_hi = tl.maximum(tl.minimum((seq_len + BLOCK_SIZE - 1) // BLOCK_SIZE, max_blocks), page_lo)
         if NUM_SPLITS > 1:
             if pages_per_split > 0:
                 s_lo = tl.maximum(page_lo, split * pages_per_split)
@@ -99,12 +111,21 @@ def paged_attention_kernel(
         q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
         if DOT_FP32:
             q = q.to(tl.float32)
+        # quantized caches: k_scale folds into the scores' scale, v_scale into the output
+        qk_scale = scale * load_scale(k_scale_ptr, kv_head, True, QUANT, SCALE_PER_HEAD)
+        v_scale = load_scale(v_scale_ptr, kv_head, True, QUANT, SCALE_PER_HEAD)
         if USE_ALIBI:
             slopes = tl.load(alibi_ptr + heads, mask=mask_m, other=0.0)
         kv_head64 = tl.cast(kv_head, tl.int64)
         k_base = k_cache_ptr + kv_head64 * k_stride_h
         v_base = v_cache_ptr + kv_head64 * v_stride_h
         bt_row = block_table_ptr + seq64 * bt_stride_s
+        # block-table indices are clamped to the task's last page (< max_blocks): never past the row
+        last = tl.maximum(page_hi - 1, 0)
+        if PAGES_PER_STEP == 1:
+            next_ids = tl.load(bt_row + tl.minimum(page_lo, last))
+        else:
+            next_ids = tl.load(bt_row + tl.minimum(page_lo + t_page, last))
 
         m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
         l_i = tl.zeros([BLOCK_M], tl.float32)
@@ -114,7 +135,8 @@ def paged_attention_kernel(
                 # one page: a scalar page id, one base address (structured on Ascend)
                 # (plain arange rows: `%`/`//` on the row index defeats the adapter's
                 # structured-access analysis and scalarises the loads)
-                page32 = tl.load(bt_row + step)
+                page32 = next_ids
+                next_ids = tl.load(bt_row + tl.minimum(step + 1, last))  # prefetch
                 page = tl.cast(page32, tl.int64)
                 k_pos = step * BLOCK_SIZE + offs_n
                 # an out-of-range page id reads nothing: its keys count as past the end
@@ -125,38 +147,35 @@ def paged_attention_kernel(
             else:
                 pidx = step + t_page
                 p_ok = pidx < page_hi
-                pages32 = tl.load(bt_row + pidx, mask=p_ok, other=0)
+                pages32 = next_ids
+                next_ids = tl.load(bt_row + tl.minimum(pidx + PAGES_PER_STEP, last))  # prefetch
                 pages = tl.cast(pages32, tl.int64)
                 k_pos = pidx * BLOCK_SIZE + t_in
                 row_ok = p_ok & t_real & (k_pos < seq_len) & (pages32 >= 0) & (pages32 < num_blocks)
                 k_ptrs = k_base + pages[:, None] * k_stride_b + t_in[:, None] * k_stride_s + offs_d[None, :]
                 v_ptrs = v_base + pages[:, None] * v_stride_b + t_in[:, None] * v_stride_s + offs_d[None, :]
             kv_mask = row_ok[:, None] & mask_d[None, :]
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0)
-            if DOT_FP32:
-                k = k.to(tl.float32)
-                v = v.to(tl.float32)
+            # as q's dtype: int8/fp8 tiles are converted (exactly), fp32 under DOT_FP32
+            k = tl.load(k_ptrs, mask=kv_mask, other=0).to(q.dtype)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0).to(q.dtype)
             s = tl.dot(q, tl.trans(k))
             if SOFTCAP > 0:
-                s = apply_softcap(s * scale, SOFTCAP)
+                s = apply_softcap(s * qk_scale, SOFTCAP)
                 if USE_ALIBI:
                     s += slopes[:, None] * (k_pos - q_pos).to(tl.float32)[None, :]
                 s = s * LOG2E
             elif USE_ALIBI:
-                s = s * scale + slopes[:, None] * (k_pos - q_pos).to(tl.float32)[None, :]
+                s = s * qk_scale + slopes[:, None] * (k_pos - q_pos).to(tl.float32)[None, :]
                 s = s * LOG2E
             else:
-                s = s * (scale * LOG2E)
+                s = s * (qk_scale * LOG2E)
             visible = band_mask(q_pos, k_pos[None, :], win_left, win_right) & row_ok[None, :]
             s = tl.where(visible, s, float("-inf"))
             m_i, l_i, p, alpha = online_softmax_step(m_i, l_i, s)
             acc = acc * alpha[:, None]
-            if DOT_FP32:
-                acc += tl.dot(p, v)
-            else:
-                acc += tl.dot(p.to(v.dtype), v)
+            acc += tl.dot(p.to(v.dtype), v)
         out, lse = finish_softmax(acc, m_i, l_i)
+        out = out * v_scale
         if NUM_SPLITS == 1:
             o_ptrs = out_ptr + seq64 * o_stride_s + heads[:, None] * o_stride_h + offs_d[None, :]
             tl.store(o_ptrs, out.to(out_ptr.dtype.element_ty), mask=mask_m[:, None] & mask_d[None, :])

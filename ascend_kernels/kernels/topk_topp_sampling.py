@@ -50,7 +50,7 @@ import triton.language as tl
 
 FLT_MAX = tl.constexpr(3.4028234663852886e38)
 KEY_NEG_INF = tl.constexpr(-2139095041)  # key of -inf: 0xFF800000 ^ 0x7FFFFFFF as int32
-KEY_LIMIT = tl.constexpr(2147483648)     # one past the largest int32 key (search bound, int64)
+KEY_MAX = tl.constexpr(2147483647)       # the largest int32 key (search bound)
 BIG_INDEX = tl.constexpr(2147483647)
 
 
@@ -95,21 +95,34 @@ def _temperature(t):
 
 
 @triton.jit
+def _candidates(lo, hi, NC: tl.constexpr):
+    """The NC keys lo + floor(w j / (NC + 1)), j = 1..NC, of the bracket [lo, hi] of int32 keys
+    (w = hi + 1 - lo keys, up to 2^32 - 1), as int32 vector math (Ascend scalarises int64 vector
+    ops): with w = q (NC + 1) + r (int64 scalars), lo + q j = (lo + q NC/2) + q (j - NC/2), and
+    every term lies within int32."""
+    w = hi.to(tl.int64) + 1 - lo
+    q = w // (NC + 1)
+    r = (w - q * (NC + 1)).to(tl.int32)
+    mid = (lo + q * (NC // 2)).to(tl.int32)
+    j = tl.arange(0, NC) + 1
+    return mid + q.to(tl.int32) * (j - NC // 2) + r * j // (NC + 1)
+
+
+@triton.jit
 def _search(row_ptr, n, lo, hi, target_cnt, target_mass, m, inv_t, WITH_MASS: tl.constexpr,
             CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr):
-    """The largest key t in [lo, hi) with F(t) >= target, F(t) = count (or, WITH_MASS, the
+    """The largest key t in [lo, hi] with F(t) >= target, F(t) = count (or, WITH_MASS, the
     weight) of the row's tokens with key >= t.
 
-    Needs F(lo) >= target. Keys are int32, lo/hi int64 scalars (hi may be 2^31). Each round
-    evaluates NC candidate keys spread over (lo, hi) in one pass over the row ([NC, CHUNK]
-    compares) and keeps the bracket: the width shrinks by NC + 1, so 8 rounds of 16 candidates
-    resolve any 32-bit range; the rounds stop early once one key is left.
+    Needs F(lo) >= target. Keys, lo and hi are int32 (hi inclusive, so the whole key range
+    needs no int64). Each round evaluates NC candidate keys spread over [lo, hi] in one pass
+    over the row ([NC, CHUNK] compares) and keeps the bracket: the width shrinks by NC + 1, so
+    8 rounds of 16 candidates resolve any 32-bit range; the rounds stop early once one key is
+    left.
     """
-    j = (tl.arange(0, NC) + 1).to(tl.int64)
     for _ in range(ROUNDS):
-        if hi - lo > 1:
-            cand64 = lo + ((hi - lo) * j) // (NC + 1)
-            cand = cand64.to(tl.int32)
+        if hi > lo:
+            cand = _candidates(lo, hi, NC)
             cnt = tl.zeros([NC], dtype=tl.int32)
             mass = tl.zeros([NC], dtype=tl.float32)
             for start in range(0, n, CHUNK):
@@ -126,10 +139,9 @@ def _search(row_ptr, n, lo, hi, target_cnt, target_mass, m, inv_t, WITH_MASS: tl
                 ok = mass >= target_mass
             else:
                 ok = cnt >= target_cnt
-            new_lo = tl.max(tl.where(ok, cand64, lo), axis=0)
-            new_hi = tl.min(tl.where(ok, hi, cand64), axis=0)
+            new_lo = tl.max(tl.where(ok, cand, lo), axis=0)
+            hi = tl.min(tl.where(ok, hi, cand - 1), axis=0)
             lo = new_lo
-            hi = new_hi
     return lo
 
 
@@ -185,14 +197,13 @@ def _general_row(row_ptr, n, k, k_on, p, p_on, inv_t, greedy, seed,
     t_key = _key_of(m)
     z = tl.full([], 1.0, dtype=tl.float32)
     if (m > float("-inf")) & (greedy == 0):
-        hi = t_key.to(tl.int64) + 1
-        lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
+        lo = tl.full([], KEY_NEG_INF, dtype=tl.int32)
         if k_on:
-            lo = _search(row_ptr, n, lo, hi, k, 0.0, m, inv_t, False, CHUNK, NC, ROUNDS)
+            lo = _search(row_ptr, n, lo, t_key, k, 0.0, m, inv_t, False, CHUNK, NC, ROUNDS)
         if p_on:
-            zk = _mass_ge(row_ptr, n, lo.to(tl.int32), m, inv_t, CHUNK)
-            lo = _search(row_ptr, n, lo, hi, k, p * zk, m, inv_t, True, CHUNK, NC, ROUNDS)
-        t_key = lo.to(tl.int32)
+            zk = _mass_ge(row_ptr, n, lo, m, inv_t, CHUNK)
+            lo = _search(row_ptr, n, lo, t_key, k, p * zk, m, inv_t, True, CHUNK, NC, ROUNDS)
+        t_key = lo
         z = _mass_ge(row_ptr, n, t_key, m, inv_t, CHUNK)
         token = _draw(row_ptr, n, t_key, m, inv_t, seed, CHUNK)
     return token, m, t_key, z
@@ -224,10 +235,9 @@ def _pool_row(row_ptr, n, gmax_row, num_groups, list_row, pk_row, px_row, pi_row
     """Pool path for a top-k row (k <= num_groups, k <= P_MAX). Returns
     (ok, token, max, threshold key, kept mass); ok == False: the pool overflowed."""
     # c: the key of the k-th largest group max (a lower bound of the k-th largest logit)
-    lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
-    hi = tl.full([], KEY_LIMIT, dtype=tl.int64)
+    lo = tl.full([], KEY_NEG_INF, dtype=tl.int32)
+    hi = tl.full([], KEY_MAX, dtype=tl.int32)
     c = _search(gmax_row, num_groups, lo, hi, k, 0.0, 0.0, 1.0, False, CHUNK, NC, ROUNDS)
-    c = c.to(tl.int32)
     # the groups whose max is >= c, listed in order
     n_sel = tl.zeros([], dtype=tl.int32)
     for start in range(0, num_groups, CHUNK):
@@ -296,29 +306,27 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
             m, inv_t, pk_row, px_row, pi_row,
             CHUNK: tl.constexpr, SC: tl.constexpr, SNC: tl.constexpr, SROUNDS: tl.constexpr,
             P_MAX: tl.constexpr, PB: tl.constexpr):
-    """The largest key t in [lo, hi) with F(t) >= target, F(t) = count (count_mode) or weight
+    """The largest key t in [lo, hi] with F(t) >= target, F(t) = count (count_mode) or weight
     (else, target = the mass) of the tokens with key >= t. Returns (ok, t, count(key >= t) (an
     upper bound when not evaluated), mass(key >= t) or -1 when not known).
 
-    Needs F(lo) >= target > F(hi). c_lo >= count(key >= lo) (an upper bound is enough),
-    c_hi = count(key >= hi), f_hi = mass(key >= hi). Rounds (one pass over the row each, SNC
-    candidates, counts AND masses) narrow [lo, hi) until it holds at most P_MAX tokens (or one
-    key); the first round (value0 != 0) spreads the candidates evenly in VALUE over
-    [lo_v, hi_v) (lo_v = the value of key lo, candidate 0 = lo itself, so its count becomes
-    exact), later rounds evenly in key. Then one pass gathers the tokens of [lo, hi) into the
-    pool and the threshold comes from exact pairwise sums: a pool token survives iff F(hi) + the
+    Needs F(lo) >= target > F(hi + 1) (int32 keys, hi inclusive). c_lo >= count(key >= lo) (an
+    upper bound is enough), c_hi = count(key > hi), f_hi = mass(key > hi). Rounds (one pass over
+    the row each, SNC candidates, counts AND masses) narrow [lo, hi] until it holds at most
+    P_MAX tokens (or one key); the first round (value0 == 1) spreads the candidates evenly in
+    VALUE over [lo_v, hi_v) (lo_v = the value of key lo, candidate 0 = lo itself, so its count
+    becomes exact), later rounds evenly in key. Then one pass gathers the tokens of [lo, hi) into the
+    pool and the threshold comes from exact pairwise sums: a pool token survives iff F(hi + 1) + the
     count/mass of the pool tokens strictly above it is below the target (the kernel's rule).
     ok == 0: the rounds ran out with more than P_MAX tokens in the bracket."""
     jj = tl.arange(0, SNC)
     for r in range(SROUNDS):
-        if (c_lo - c_hi > P_MAX) & (hi - lo > 1):
-            if (value0 != 0) & (r == 0):
+        if (c_lo - c_hi > P_MAX) & (hi > lo):
+            if value0 > r:  # the first round when value0 == 1 (r is a Python int when interpreted)
                 f = jj.to(tl.float32) / SNC
                 cand = _key_of(lo_v * (1.0 - f) + hi_v * f)
-                cand64 = cand.to(tl.int64)
             else:
-                cand64 = lo + ((hi - lo) * (jj + 1).to(tl.int64)) // (SNC + 1)
-                cand = cand64.to(tl.int32)
+                cand = _candidates(lo, hi, SNC)
             acc_c = tl.zeros([SNC, SC], dtype=tl.int32)
             acc_m = tl.zeros([SNC, SC], dtype=tl.float32)
             for start in range(0, n, SC):
@@ -332,10 +340,10 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
             cnt = tl.sum(acc_c, axis=1)
             mass = tl.sum(acc_m, axis=1)
             ok = tl.where(count_mode != 0, cnt >= k, mass >= target)
-            new_lo = tl.max(tl.where(ok, cand64, lo), axis=0)
-            new_hi = tl.min(tl.where(ok, hi, cand64), axis=0)
-            at_lo = ok & (cand64 == new_lo)
-            at_hi = tl.where(count_mode != 0, cnt < k, mass < target) & (cand64 == new_hi)
+            new_lo = tl.max(tl.where(ok, cand, lo), axis=0)
+            new_hi = tl.min(tl.where(ok, hi, cand - 1), axis=0)
+            at_lo = ok & (cand == new_lo)
+            at_hi = tl.where(count_mode != 0, cnt < k, mass < target) & (cand - 1 == new_hi)
             cs = tl.max(tl.where(at_lo, cnt, -1), axis=0)
             ch = tl.max(tl.where(at_hi, cnt, -1), axis=0)
             fh = tl.max(tl.where(at_hi, mass, -1.0), axis=0)
@@ -345,19 +353,17 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
             lo = new_lo
             hi = new_hi
     ok = tl.zeros([], dtype=tl.int32)
-    t = lo.to(tl.int32)
+    t = lo
     cnt_t = c_lo
     mass_t = tl.full([], -1.0, dtype=tl.float32)
-    if hi - lo <= 1:
+    if hi <= lo:
         ok = ok + 1
     elif c_lo - c_hi <= P_MAX:
-        lo32 = lo.to(tl.int32)
-        hi32 = (hi - 1).to(tl.int32)  # hi may be 2^31
         n_pool = tl.zeros([], dtype=tl.int32)
         for start in range(0, n, CHUNK):
             offs = start + tl.arange(0, CHUNK)
             x, key = _sanitize_key(tl.load(row_ptr + offs, mask=offs < n, other=float("-inf")).to(tl.float32))
-            sel = (key >= lo32) & (key <= hi32) & (offs < n)
+            sel = (key >= lo) & (key <= hi) & (offs < n)
             sel_i = sel.to(tl.int32)
             pos = n_pool + tl.cumsum(sel_i, axis=0) - 1
             smask = sel & (pos < P_MAX)
@@ -413,17 +419,17 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
             s = tl.load(gsum_row + offs, mask=offs < num_groups, other=0.0)
             zv += tl.where(g > float("-inf"), s * tl.exp((g - m) * inv_t), 0.0)
         zk = tl.sum(zv, axis=0)
-        hi = _key_of(m).to(tl.int64) + 1
-        lo = tl.full([], KEY_NEG_INF, dtype=tl.int64)
+        hi = _key_of(m)
+        lo = tl.full([], KEY_NEG_INF, dtype=tl.int32)
         c_lo = n
         zero_i = tl.zeros([], dtype=tl.int32)
         zero_f = tl.zeros([], dtype=tl.float32)
         if k_on:
             lo_v = tl.full([], float("-inf"), dtype=tl.float32)
             if k <= num_groups:
-                lo = _search(gmax_row, num_groups, lo, tl.full([], KEY_LIMIT, dtype=tl.int64),
+                lo = _search(gmax_row, num_groups, lo, tl.full([], KEY_MAX, dtype=tl.int32),
                              k, 0.0, 0.0, 1.0, False, CHUNK, NC, ROUNDS)
-                lo_v = _value_of(lo.to(tl.int32))
+                lo_v = _value_of(lo)
             ok, tk, c_lo, mk = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
                                        (lo_v > float("-inf")).to(tl.int32), 1, k, 0.0, m, inv_t,
                                        pk_row, px_row, pi_row, CHUNK, SC, SNC, SROUNDS, P_MAX, PB)
@@ -431,18 +437,18 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
                 if mk < 0.0:
                     mk = _mass_ge(row_ptr, n, tk, m, inv_t, CHUNK)
                 zk = mk
-            lo = tk.to(tl.int64)
+            lo = tk
             t_key = tk
         else:
-            t_key = lo.to(tl.int32)
+            t_key = lo
         z = zk
         if (ok != 0) & p_on:
             target = p * zk
-            lo_v = _value_of(lo.to(tl.int32))
+            lo_v = _value_of(lo)
             if p < 0.999:
                 v0 = m + tl.log(0.25 * (1.0 - p) * zk / c_lo.to(tl.float32)) / inv_t
                 if (v0 > lo_v) & (v0 < m):
-                    lo = _key_of(v0).to(tl.int64)
+                    lo = _key_of(v0)
                     lo_v = v0
             ok, t_key, _, mt = _select(row_ptr, n, lo, hi, c_lo, zero_i, zero_f, lo_v, m,
                                        (lo_v > float("-inf")).to(tl.int32), 0, 0, target, m,

@@ -1,7 +1,8 @@
 """The tuned configs on disk, the lookup on the hot path, and timing one op's search space.
 
 Lookup order for a call: the user's tuning cache, then the defaults shipped in
-``ascend_kernels/tuned/`` for this device, then the
+``ascend_kernels/tuned/`` for this device (or, when none ship for it, for another device of
+the same architecture, e.g. an H100 reads the H200's), then the
 backend's heuristic (``backends/<backend>/configs.yaml``). Nothing is timed on the hot path
 unless ``ASCEND_KERNELS_AUTOTUNE=1`` (then a cache miss is tuned once and stored). The lookup
 runs once per call signature: the op's launch plan keeps its result.
@@ -81,19 +82,22 @@ def source_hash(defn: Any, backend: str) -> str:
 class _Table:
     """The tuned entries of one (backend, device): {op: {key: config}} from both files."""
 
-    def __init__(self, backend: str, device_name: str):
+    def __init__(self, backend: str, device_name: str, arch: Optional[str] = None):
         self.backend, self.device_name = backend, device_name
         self.user_path = cache_file(backend, device_name)
-        self.shipped = self._read(shipped_file(backend, device_name), check_triton=False)
+        self.shipped_path = shipped_file(backend, device_name)
+        if not self.shipped_path.exists() and arch:
+            self.shipped_path = _same_arch(backend, arch) or self.shipped_path
+        self.shipped = self._read(self.shipped_path, check_triton=False, any_device=True)
         self.user = self._read(self.user_path, check_triton=True)
 
-    def _read(self, path: Path, check_triton: bool) -> dict:
+    def _read(self, path: Path, check_triton: bool, any_device: bool = False) -> dict:
         if not path.exists():
             return {}
         try:
             data = json.loads(path.read_text())
             header_ok = (data.get("format") == FORMAT and data.get("backend") == self.backend
-                         and data.get("device") == self.device_name
+                         and (any_device or data.get("device") == self.device_name)
                          and (not check_triton or data.get("triton") == _device.TRITON_VERSION))
             if not header_ok:
                 warnings.warn(f"ascend_kernels: ignoring tuning cache {path}: it was written for "
@@ -118,9 +122,13 @@ class _Table:
                                   f"kernel changed since it was tuned", stacklevel=4)
                     op["_warned"] = True
                 continue
-            config = op.get("entries", {}).get(key)
+            entries = op.get("entries", {})
+            config = entries.get(key)
             if isinstance(config, dict):
                 return config, source
+            near = _nearest(entries, key)
+            if near is not None:
+                return entries[near], f"{source}, nearest bucket {near}"
         return None, ""
 
     def store(self, defn: Any, key: str, config: dict, timing_ms: Optional[float] = None) -> None:
@@ -146,13 +154,51 @@ class _Table:
         return path
 
 
+def _split_key(key: str) -> tuple:
+    """(fixed part, {bucketed name: bucket}) of a tuning key."""
+    fixed, buckets = [], {}
+    for part in key.split(","):
+        name, sep, value = part.partition("~")
+        if sep:
+            buckets[name] = int(value)
+        else:
+            fixed.append(part)
+    return ",".join(fixed), buckets
+
+
+def _nearest(entries: dict, key: str) -> Optional[str]:
+    """The tuned key with the same fixed part whose buckets are nearest (in powers of two) to
+    this key's: a batch of 48 or a context of 3000 takes the closest tuned shape."""
+    fixed, buckets = _split_key(key)
+    best, best_d = None, float("inf")
+    for other in entries:
+        f, b = _split_key(other)
+        if f != fixed or b.keys() != buckets.keys() or not isinstance(entries[other], dict):
+            continue
+        d = sum(abs(max(b[n], 1).bit_length() - max(buckets[n], 1).bit_length()) for n in b)
+        if d < best_d:
+            best, best_d = other, d
+    return best
+
+
+def _same_arch(backend: str, arch: str) -> Optional[Path]:
+    """A shipped file of this backend written on another device of the same architecture."""
+    for path in sorted(SHIPPED_DIR.glob(f"{backend}__*.json")):
+        try:
+            if json.loads(path.read_text()).get("arch") == arch:
+                return path
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 _TABLES: dict = {}
 
 
-def table(backend: str, device_name: str) -> _Table:
+def table(backend: str, device_name: str, arch: Optional[str] = None) -> _Table:
     k = (backend, device_name, os.environ.get(CACHE_ENV))
     if k not in _TABLES:
-        _TABLES[k] = _Table(backend, device_name)
+        _TABLES[k] = _Table(backend, device_name, arch)
     return _TABLES[k]
 
 
@@ -196,7 +242,8 @@ def search_space(defn: Any, backend: str) -> list:
 
 def get_config(defn: Any, backend: str, problem: Any) -> tuple[dict, str]:
     """The config for this call and where it came from (no timing unless asked for)."""
-    tab = table(backend, _device.device_name(problem.device))
+    props = _device.properties(problem.device)
+    tab = table(backend, props["name"], props.get("arch"))
     key = key_of(defn, problem)
     config, source = tab.lookup(defn, key)
     if config is not None:
@@ -236,10 +283,11 @@ def wall_clock_ms(fn, repeats: int = 3) -> float:
 
 
 def tune(defn: Any, problem: Any, save: bool = True, configs: Optional[list] = None,
-         timer=time_config) -> tuple[dict, dict]:
+         timer=time_config, backend: Optional[str] = None) -> tuple[dict, dict]:
     """Time every config of the backend's search space (or `configs`); store and return the
-    best. Returns (best config, {config json: ms or error string})."""
-    backend = problem.device.type
+    best. Returns (best config, {config json: ms or error string}). `backend` defaults to the
+    problem's device (the tests time the npu space on CPU problems with a fake timer)."""
+    backend = backend or problem.device.type
     tab = table(backend, _device.device_name(problem.device))
     timings: dict = {}
     best, best_ms = None, float("inf")

@@ -108,8 +108,14 @@ class Replay:
                 and hasattr(launch.kernel, "params"):
             grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
             self.runner = compiled[grid]
+            # keep only what the compiled kernel's launcher takes, in its order
             constexpr = [c for _, c in _params(launch.kernel)]
-            self.positions = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]
+            keep = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]
+            at = {old: new for new, old in enumerate(keep)}
+            self.template = [self.template[i] for i in keep]
+            self.fields = [(at[i], f) for i, f in self.fields if i in at]
+            self.descs = [(at[i], f, d) for i, f, d in self.descs if i in at]
+            self.scratch_at = [(at[i], j) for i, j in self.scratch_at if i in at]
 
     def __call__(self, problem: Any, scratch: list) -> None:
         vals = self.template[:]
@@ -120,6 +126,6 @@ class Replay:
         for i, j in self.scratch_at:
             vals[i] = scratch[j]
         if self.runner is not None:
-            self.runner(*[vals[i] for i in self.positions])
+            self.runner(*vals)
         else:
             self.launch.kernel[self.launch.grid](**dict(zip(self.names, vals)), **self.launch.options)

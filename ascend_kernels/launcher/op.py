@@ -135,26 +135,31 @@ def _signature(a):
 
 
 class _Plan:
-    """What a call signature's first call found out, to replay on later calls."""
+    """What a call signature's first call found out, to replay on later calls: `problem(args,
+    kwargs)` rebuilds the problem from the new call's arguments (a function generated once per
+    plan: one call, no per-field branching), `run(problem)` replays the path."""
 
     def __init__(self, defn: OpDef, validated: list, args: tuple, kwargs: dict, run: Callable):
-        ids = {id(a): i for i, a in enumerate(args)}
-        ids.update({id(v): k for k, v in kwargs.items()})
-        self.sources = []  # per field, as validated: ("arg", index) | ("kw", name) | ("const", value)
+        ids = {id(a): f"args[{i}]" for i, a in enumerate(args)}
+        ids.update({id(v): f"kwargs[{k!r}]" for k, v in kwargs.items()})
+        names = [f.name for f in dataclasses.fields(defn.problem)]
+        scope = {"Problem": defn.problem}
+        values = []
         self.ok = True
-        for v in validated:
+        for name, v in zip(names, validated):
             if isinstance(v, torch.Tensor):
-                where = ids.get(id(v))
-                self.ok &= where is not None  # made from the arguments' values: not replayable
-                self.sources.append(("arg", where) if isinstance(where, int) else ("kw", where))
+                self.ok &= id(v) in ids  # made from the arguments' values: not replayable
+                values.append(ids.get(id(v), "None"))
             else:
-                self.sources.append(("const", v))
-        self.defn, self.run = defn, run
-
-    def problem(self, args: tuple, kwargs: dict) -> Any:
-        values = [args[x] if kind == "arg" else kwargs[x] if kind == "kw" else x
-                  for kind, x in self.sources]
-        return self.defn.make_fresh(self.defn.problem(*values))
+                scope[f"c_{name}"] = v
+                values.append(f"c_{name}")
+        lines = [f"def problem(args, kwargs):", f"    p = Problem({', '.join(values)})"]
+        for name, make in defn.fresh.items():
+            scope[f"fresh_{name}"] = make
+            lines.append(f"    p.{name} = fresh_{name}(p)")
+        exec("\n".join(lines + ["    return p"]), scope)  # noqa: S102 -- our own field names only
+        self.problem = scope["problem"]
+        self.run = run
 
 
 class Runner:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import dataclasses
-import math
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from ..backends.npu import UB_BYTES as NPU_UB_BYTES
+from ..kernels import _quant
 from ..kernels import flash_attention as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
@@ -15,9 +15,11 @@ from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import flash_attention as ref
 from ._common import (atb_fallback, check_float, check_int, check_same_device, softmax_scale_of, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim)
+from .reshape_and_cache import FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 ATTN_DTYPES = HALF_DTYPES + (torch.float32,)
+KV_DTYPES = ATTN_DTYPES + tuple(QUANT_OF)  # int8 / fp8: a quantized paged cache
 MAX_HEAD_SIZE = 256
 
 
@@ -37,6 +39,8 @@ class Problem:
     softcap: float
     out: torch.Tensor              # None until made (allocated on every call when not given)
     return_lse: bool
+    k_scale: Optional[torch.Tensor]  # fp32 [1] or [num_kv_heads] for an int8/fp8 cache, else None
+    v_scale: Optional[torch.Tensor]  # (a host float until made a tensor, on every call)
     lse: torch.Tensor = None  # [num_heads, total_q] fp32 ([0] without return_lse), every call
 
     @property
@@ -66,6 +70,10 @@ class Problem:
     @property
     def block_size(self) -> int:
         return self.k.shape[1] if self.paged else 0
+
+    @property
+    def quant(self) -> int:
+        return QUANT_OF.get(self.k.dtype, _quant.QUANT_NONE)
 
 
 def resolve_window(causal: bool, window_left: int, window_right: int,
@@ -106,6 +114,8 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     why = not_contiguous_in_last_dim({"q": p.q, "k": p.k, "v": p.v, "out": p.out}, "head_size")
     if why:
         return False, why
+    if backend == "cpu" and p.k.dtype in FP8_DTYPES:
+        return False, f"k/v dtype {p.k.dtype}: the Triton interpreter has no fp8 (numpy lacks it)"
     if p.paged:
         bs = p.block_size
         if bs < 16 or bs > 256 or bs & (bs - 1):
@@ -172,17 +182,25 @@ def _tma_descriptors(p: Problem, block_n: int, block_d: int):
     return descs
 
 
+def heads_per_task(config: dict, gqa: int, block_m: int) -> int:
+    """Query heads packed into a task's M tile: the largest divisor of the GQA group that is at
+    most the config's HEADS_PER_TASK (default: the whole group) and whose power-of-two padding
+    fits the tile's rows."""
+    limit = min(int(config.get("HEADS_PER_TASK", gqa)), block_m)
+    return max(d for d in range(1, gqa + 1) if gqa % d == 0 and d <= limit and next_pow2(d) <= block_m)
+
+
 def _launches(p: Problem, config: dict, backend: str) -> list:
     if p.batch == 0 or p.max_seqlen_q == 0 or p.q.shape[0] == 0:
         return []
     constexprs, options = split_config(config, backend)
     block_m, constexprs["BLOCK_N"] = tiles(backend, config, p.head_size, p.block_size if p.paged else 0)
-    constexprs["BLOCK_M"] = block_m
-    q_tiles = -(-p.max_seqlen_q // block_m)
     gqa = p.num_heads // p.num_kv_heads
-    per_task = config.get("HEADS_PER_TASK", 1 if backend == "cuda" else gqa)
-    constexprs["HEADS_PER_TASK"] = math.gcd(int(per_task), gqa)
-    n_tasks = p.batch * q_tiles * p.num_kv_heads * (gqa // constexprs["HEADS_PER_TASK"])
+    heads = heads_per_task(config, gqa, block_m)
+    constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
+                      IO_BLOCKS=bool(config.get("IO_BLOCKS", False)) and heads > 1)
+    q_tiles = -(-p.max_seqlen_q // (block_m // next_pow2(heads)))
+    n_tasks = p.batch * q_tiles * p.num_kv_heads * (gqa // heads)
     grid = (_device.persistent_grid(p.device, n_tasks, config.get("grid_programs_per_core", 1), cube=True),)
     q, k, v, out = p.q, p.k, p.v, p.out
     lse = p.lse if p.return_lse else out  # unread without RETURN_LSE
@@ -201,6 +219,8 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     args = dict(
         q_ptr=q, k_ptr=k, v_ptr=v, k_desc=k_desc, v_desc=v_desc, out_ptr=out, lse_ptr=lse,
         cu_seqlens_q_ptr=p.cu_seqlens_q, cu_seqlens_k_ptr=cu_k, seqused_k_ptr=used, block_table_ptr=bt,
+        # unread without quantization: any tensor will do
+        k_scale_ptr=p.k_scale if p.quant else bt, v_scale_ptr=p.v_scale if p.quant else bt,
         sm_scale=p.softmax_scale, window_left=p.window_left, window_right=p.window_right,
         batch=p.batch, tiles_per_seq=q_tiles, total_q=q.shape[0], kv_limit=k.shape[0],
         max_blocks=bt.shape[1] if p.paged else 0,
@@ -211,14 +231,15 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         NUM_KV_HEADS=p.num_kv_heads, GQA=gqa, HEAD_SIZE=p.head_size,
         BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.return_lse,
-        DOT_FP32=_device.dots_in_fp32(backend), USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks)
+        DOT_FP32=_device.dots_in_fp32(backend), USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks,
+        QUANT=p.quant, SCALE_PER_HEAD=scale_per_head(p.k_scale))
     return [Launch(kern.flash_attention_kernel, grid, args, constexprs, options)]
 
 
 def _fallback_args(p: Problem) -> tuple:
     return ((p.q, p.k, p.v, p.cu_seqlens_q, p.cu_seqlens_k, p.seqused_k, p.block_table,
              p.softmax_scale, p.window_left, p.window_right, p.softcap),
-            dict(out=p.out, return_lse=p.return_lse))
+            dict(k_scale=p.k_scale, v_scale=p.v_scale, out=p.out, return_lse=p.return_lse))
 
 
 def _copy_lse(p: Problem, result) -> None:
@@ -239,8 +260,8 @@ def _mask(p: Problem) -> str:
 
 def _tuning_key(p: Problem) -> tuple[dict, dict]:
     fixed = {"heads": p.num_heads, "kv_heads": p.num_kv_heads, "head_size": p.head_size,
-             "dtype": dtype_name(p.q.dtype), "block_size": p.block_size, "mask": _mask(p),
-             "softcap": p.softcap > 0}
+             "dtype": dtype_name(p.q.dtype), "kv_dtype": dtype_name(p.k.dtype),
+             "block_size": p.block_size, "mask": _mask(p), "softcap": p.softcap > 0}
     return fixed, {"max_seqlen_q": p.max_seqlen_q, "tokens": p.q.shape[0]}
 
 
@@ -251,6 +272,58 @@ def _features(p: Problem) -> dict:
     return {**fixed, **data_dependent, "head_block": next_pow2(p.head_size), "short_prefill": short}
 
 
+def _first_bad(name: str, bad: torch.Tensor, what) -> None:
+    """ValueError naming the first true entry of `bad` as name[index], described by what(index)."""
+    where = bad.nonzero()
+    if where.numel():
+        i = tuple(int(x) for x in where[0])
+        raise ValueError(f"{name}[{', '.join(map(str, i))}] {what(i)}")
+
+
+def _check_values(p: Problem) -> None:
+    """ASCEND_KERNELS_CHECK_BOUNDS=1: the values the kernel trusts (one host sync). cu_seqlens
+    start at 0, never decrease and end within the tokens; max_seqlen_q covers every query
+    length; scales are finite and > 0; seqused_k fits the keys (varlen) or the block table
+    (paged); the page ids a sequence reads lie in [0, num_blocks)."""
+    cus = [("cu_seqlens_q", p.cu_seqlens_q, p.q.shape[0])]
+    if not p.paged:
+        cus.append(("cu_seqlens_k", p.cu_seqlens_k, p.k.shape[0]))
+    for name, cu, total in cus:
+        cu = cu.long()
+        at = torch.arange(cu.numel(), device=cu.device)
+        _first_bad(name, (at == 0) & (cu != 0), lambda i: f"= {int(cu[i])}: must start at 0")
+        _first_bad(name, (at > 0) & (cu < cu[(at - 1).clamp(min=0)]),
+                   lambda i: f"= {int(cu[i])} is below the entry before it ({int(cu[i[0] - 1])})")
+        _first_bad(name, (at == cu.numel() - 1) & (cu > total),
+                   lambda i: f"= {int(cu[i])} is past the {total} tokens")
+    lens_q = (p.cu_seqlens_q[1:] - p.cu_seqlens_q[:-1]).long()
+    _first_bad("cu_seqlens_q", lens_q > p.max_seqlen_q,
+               lambda i: f"gives sequence {i[0]} {int(lens_q[i[0]])} queries, more than max_seqlen_q={p.max_seqlen_q}")
+    for name in ("k_scale", "v_scale"):
+        scale = getattr(p, name)
+        if scale is not None:
+            _first_bad(name, ~(torch.isfinite(scale) & (scale > 0)),
+                       lambda i: f"= {float(scale[i])}: a scale must be finite and > 0")
+    if p.seqused_k is None:
+        return
+    used = p.seqused_k.long()
+    if p.paged:
+        bs, max_blocks, num_blocks = p.block_size, p.block_table.shape[1], p.k.shape[0]
+        limit, of = max_blocks * bs, f"the block table's {max_blocks} pages x block_size {bs}"
+    else:
+        limit = (p.k.shape[0] - p.cu_seqlens_k[:-1]).long()
+        of = "the tokens of k from the sequence's cu_seqlens_k on"
+    _first_bad("seqused_k", (used < 0) | (used > limit),
+               lambda i: f"= {int(used[i[0]])} is outside [0, {int(limit if p.paged else limit[i[0]])}] ({of})")
+    if p.paged:
+        pages = (used + bs - 1) // bs
+        reads = torch.arange(max_blocks, device=used.device)[None, :] < pages[:, None]
+        bt = p.block_table
+        _first_bad("block_table", reads & ((bt < 0) | (bt >= num_blocks)),
+                   lambda i: f"= {int(bt[i])} is outside the cache's {num_blocks} blocks "
+                             f"(sequence {i[0]} reads {int(pages[i[0]])} pages)")
+
+
 @define(problem=Problem, kernel_module=kern, capability=_capability, launches=_launches,
         fallbacks={"fallback_atb": atb_fallback("flash_attention", _fallback_args, _copy_lse),
                    "reference": _reference},
@@ -259,7 +332,9 @@ def _features(p: Problem) -> dict:
         fresh={"out": lambda p: torch.empty_like(p.q, memory_format=torch.contiguous_format)
                if p.out is None else p.out,
                "lse": lambda p: torch.empty((p.num_heads, p.q.shape[0]) if p.return_lse else (0,),
-                                            dtype=torch.float32, device=p.device)})
+                                            dtype=torch.float32, device=p.device),
+               "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
+        check_values=_check_values)
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                     cu_seqlens_q: torch.Tensor, max_seqlen_q: int,
                     cu_seqlens_k: Optional[torch.Tensor] = None, max_seqlen_k: Optional[int] = None,
@@ -268,14 +343,21 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                     softmax_scale: Optional[float] = None, causal: bool = True,
                     window_left: int = -1, window_right: int = -1,
                     sliding_window: Optional[int] = None, softcap: float = 0.0,
-                    out: Optional[torch.Tensor] = None, return_lse: bool = False):
+                    out: Optional[torch.Tensor] = None, return_lse: bool = False,
+                    k_scale: Union[torch.Tensor, float, None] = None,
+                    v_scale: Union[torch.Tensor, float, None] = None):
     """Prefill attention over a varlen batch, with K/V varlen or in a paged cache.
 
     q:            [total_q, num_heads, head_size], fp16/bf16 (fp32 takes the fallback);
                   head_size <= 256 (64, 80, 96, 112, 128, 192, 256, ...).
     k, v:         varlen [total_k, num_kv_heads, head_size] with cu_seqlens_k, or a paged cache
                   [num_blocks, block_size, num_kv_heads, head_size] with block_table and seqused_k;
-                  num_kv_heads divides num_heads (GQA).
+                  num_kv_heads divides num_heads (GQA). q's dtype, or (paged only) an int8 cache,
+                  or fp8 e4m3/e5m2 (CUDA; the CPU takes the reference), as reshape_and_cache
+                  writes it.
+    k_scale, v_scale: for an int8/fp8 cache only: the value is stored * scale; a host float
+                  (made a device tensor on every call: pass tensors under graph capture), or
+                  fp32 [1] (per tensor) or [num_kv_heads] (per kv head), both of one kind.
     cu_seqlens_q: int32 [batch + 1]; max_seqlen_q: host int >= every query length (as in
                   FlashAttention: rows past it are not computed).
     cu_seqlens_k: int32 [batch + 1] (varlen; defaults to cu_seqlens_q when k has total_q tokens);
@@ -289,7 +371,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     softcap > 0:  scores become softcap * tanh(score / softcap) (score already scaled).
     Returns out [total_q, num_heads, head_size] (written into `out` when given), and with
     return_lse=True also lse float32 [num_heads, total_q] (natural log). A row that sees no key
-    gives 0 and lse -inf.
+    gives 0 and lse -inf. With ASCEND_KERNELS_CHECK_BOUNDS=1 the lengths and page ids are checked
+    first (a host sync): see _check_values.
     """
     dev = check_same_device([("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q),
                              ("cu_seqlens_k", cu_seqlens_k), ("seqused_k", seqused_k),
@@ -302,11 +385,16 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     layout = ("[num_blocks, block_size, num_kv_heads, head_size] (paged: block_table given)"
               if paged else "[total_k, num_kv_heads, head_size] (varlen: no block_table)")
     for name, t in (("k", k), ("v", v)):
-        check_tensor(name, t, dtypes=ATTN_DTYPES)
+        check_tensor(name, t, dtypes=KV_DTYPES)
         if t.dim() != kv_ndim:
             raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
-        if t.dtype != q.dtype:
-            raise TypeError(f"{name} must have q's dtype {q.dtype}, got {t.dtype}")
+        if t.dtype != q.dtype and not (paged and t.dtype in QUANT_OF and q.dtype in HALF_DTYPES):
+            raise TypeError(f"{name} must have q's dtype {q.dtype}, or be an int8/fp8 paged cache "
+                            f"(block_table given) read with fp16/bf16 q; got {t.dtype}")
+    if k.dtype != v.dtype:
+        raise TypeError(f"k and v must have one dtype, got {k.dtype} and {v.dtype}")
+    if dev.type == "npu" and k.dtype in FP8_DTYPES:
+        raise TypeError(f"k dtype {k.dtype}: Ascend has no fp8; use an int8 cache")
     if k.shape != v.shape:
         raise ValueError(f"k and v must have one shape, got {tuple(k.shape)} and {tuple(v.shape)}")
     total_q, num_heads, head_size = q.shape
@@ -346,8 +434,12 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
         check_tensor("out", out, ndim=3, dtypes=(q.dtype,))
         if out.shape != q.shape:
             raise ValueError(f"out must have q's shape {tuple(q.shape)}, got {tuple(out.shape)}")
+    k_scale, v_scale = check_scales(k.dtype, k_scale, v_scale, num_kv_heads, dev)
+    for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if isinstance(scale, (int, float)):
+            check_float(name, scale, positive=True, what=" (the cache stores x / scale)")
     return Problem(q, k, v, cu_seqlens_q, max_seqlen_q, cu_seqlens_k, seqused_k, block_table,
                    softmax_scale, window_left, window_right, softcap, out,
-                   bool(return_lse))
+                   bool(return_lse), k_scale, v_scale)
 
 

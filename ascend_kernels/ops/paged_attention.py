@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
+from ..kernels import _quant
 from ..kernels import paged_attention as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
@@ -15,6 +16,7 @@ from ..launcher.op import define
 from ..reference import paged_attention as ref
 from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_float, check_int, softmax_scale_of, check_same_device, check_tensor, dtype_name, next_pow2,
                       not_contiguous_in_last_dim)
+from .reshape_and_cache import CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
 
 SPLIT_SIZE_ENV = "ASCEND_KERNELS_PA_SPLIT_SIZE"
 MAX_SPLITS = 1024           # fixed split sizes giving more splits than this are refused
@@ -43,6 +45,8 @@ class Problem:
     seq_lens_host: Optional[torch.Tensor] = None
     block_table_host: Optional[torch.Tensor] = None
     split_size: int = 0           # tokens per split (fixed, batch invariant); 0 = automatic
+    k_scale: Optional[torch.Tensor] = None   # int8/fp8 caches: fp32 [1] or [num_kv_heads]
+    v_scale: Optional[torch.Tensor] = None
 
     @property
     def device(self) -> torch.device:
@@ -78,12 +82,15 @@ def capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"block_size {d['block_size']} < 16: tl.dot needs at least 16 keys per page"
     if d["head_size"] > MAX_HEAD_SIZE:
         return False, f"head_size {d['head_size']} > {MAX_HEAD_SIZE}"
+    if backend == "cpu" and p.key_cache.dtype in FP8_DTYPES:
+        return False, "the Triton interpreter has no fp8 (numpy lacks it)"
     tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
     smem = _device.properties(p.query.device)["smem_bytes"]
     if backend == "cuda" and smem and 2 * tile + SMEM_RESERVE > smem:
         return False, (f"one K and one V page tile take {2 * tile} bytes (block_size x head_size "
                        f"each), over the {smem} bytes of shared memory a program may use")
     if backend == "npu":
+        tile = tile // p.key_cache.element_size() * p.query.element_size()  # int8 pages are converted in UB
         if tile > NPU_TILE_BYTES:
             return False, (f"one KV page tile is {tile} bytes (block_size x head_size), over the "
                            f"{NPU_TILE_BYTES} bytes the Ascend UB budget allows per tile")
@@ -113,6 +120,30 @@ def fit_shared_memory(p: Problem, config: dict) -> dict:
     return cfg
 
 
+def check_values(p: Problem) -> None:
+    """ASCEND_KERNELS_CHECK_BOUNDS=1: report the first bad length or page id (syncs the host).
+    Lengths must lie in [0, max_blocks * block_size]; the page ids a sequence reads (its table
+    entries up to ceil(len / block_size), from the window's first page) in [0, num_blocks)."""
+    d = p.dims
+    capacity = d["max_blocks"] * d["block_size"]
+    lens = p.seq_lens.long()
+    bad = ((lens < 0) | (lens > capacity)).nonzero()
+    if bad.numel():
+        i = int(bad[0, 0])
+        raise ValueError(f"seq_lens[{i}] = {int(lens[i])} is outside [0, {capacity}] "
+                         f"(block_table's {d['max_blocks']} pages x block_size {d['block_size']})")
+    pages = (lens + d["block_size"] - 1) // d["block_size"]
+    first = (lens - p.sliding_window).clamp(min=0) // d["block_size"] if p.sliding_window else 0 * lens
+    col = torch.arange(d["max_blocks"], device=lens.device)[None, :]
+    used = (col < pages[:, None]) & (col >= first[:, None])
+    num_blocks = p.key_cache.shape[0]
+    bad = (used & ((p.block_table < 0) | (p.block_table >= num_blocks))).nonzero()
+    if bad.numel():
+        i, j = int(bad[0, 0]), int(bad[0, 1])
+        raise ValueError(f"block_table[{i}, {j}] = {int(p.block_table[i, j])} is outside the cache's "
+                         f"{num_blocks} blocks (sequence {i} reads {int(pages[i])} pages)")
+
+
 def _launches(p: Problem, config: dict, backend: str) -> list:
     d = p.dims
     if d["num_seqs"] == 0 or d["num_heads"] == 0:
@@ -120,7 +151,8 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     if backend == "cuda":
         config = fit_shared_memory(p, config)
     _, options = split_config(config, backend)
-    pl = plan(d, config, backend, _device.grid_cap(p.device, cube=True), p.split_size)
+    pl = plan(d, config, backend, _device.grid_cap(p.device, cube=True), p.split_size,
+              vector_cores=_device.grid_cap(p.device, cube=False))
     ns = pl["num_splits"]
     out, q, kc, vc = p.out, p.query, p.key_cache, p.value_cache
     s, h, hd = q.shape
@@ -131,16 +163,22 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         target = torch.empty((s, h, ns, hd), dtype=torch.float32, device=p.device)
         lse = torch.empty((s, h, ns), dtype=torch.float32, device=p.device)
     args = dict(
-        q_ptr=q, k_cache_ptr=kc, v_cache_ptr=vc, block_table_ptr=p.block_table, seq_lens_ptr=p.seq_lens,
+        q_ptr=q, k_cache_ptr=kc, v_cache_ptr=vc, seq_lens_ptr=p.seq_lens,
+        # an empty table: any int32 tensor, so that the clamped page-id prefetch reads memory
+        block_table_ptr=p.block_table if d["max_blocks"] else p.seq_lens,
         alibi_ptr=p.alibi_slopes if p.alibi_slopes is not None else p.seq_lens,  # unread without ALiBi
+        # unread without quantization
+        k_scale_ptr=p.k_scale if p.k_scale is not None else p.seq_lens,
+        v_scale_ptr=p.v_scale if p.v_scale is not None else p.seq_lens,
         out_ptr=target, lse_ptr=lse, scale=p.scale, window=p.sliding_window,
         pages_per_split=pl["pages_per_split"], num_tasks=pl["num_tasks"], num_kv_heads=d["num_kv_heads"],
         num_blocks=kc.shape[0], max_blocks=p.block_table.shape[1],
         q_stride_s=q.stride(0), q_stride_h=q.stride(1), k_stride_b=kc.stride(0), k_stride_s=kc.stride(1),
         k_stride_h=kc.stride(2), v_stride_b=vc.stride(0), v_stride_s=vc.stride(1), v_stride_h=vc.stride(2),
-        bt_stride_s=p.block_table.stride(0), o_stride_s=target.stride(0), o_stride_h=target.stride(1))
+        bt_stride_s=p.block_table.stride(0) if d["max_blocks"] else 0, o_stride_s=target.stride(0), o_stride_h=target.stride(1))
     constexprs = dict(pl["constexprs"], SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None,
-                      DOT_FP32=_device.dots_in_fp32(backend))
+                      DOT_FP32=_device.dots_in_fp32(backend),
+                      QUANT=QUANT_OF.get(kc.dtype, _quant.QUANT_NONE), SCALE_PER_HEAD=scale_per_head(p.k_scale))
     launches = [Launch(kern.paged_attention_kernel, (pl["grid"],), args, constexprs, options)]
     if ns > 1:
         merge = dict(part_ptr=target, lse_ptr=lse, out_ptr=out, num_rows=s * h, num_heads=h,
@@ -155,18 +193,20 @@ def _atb_args(p: Problem) -> tuple:
     return ((p.query, p.key_cache, p.value_cache, p.block_table, p.seq_lens, p.out),
             dict(scale=p.scale, sliding_window=p.sliding_window, softcap=p.softcap,
                  alibi_slopes=p.alibi_slopes, seq_lens_host=p.seq_lens_host,
-                 block_table_host=p.block_table_host))
+                 block_table_host=p.block_table_host, k_scale=p.k_scale, v_scale=p.v_scale))
 
 
 def _reference(p: Problem) -> None:
     p.out.copy_(ref.paged_attention(p.query, p.key_cache, p.value_cache, p.block_table, p.seq_lens,
-                                    p.scale, p.sliding_window, p.softcap, p.alibi_slopes))
+                                    p.scale, p.sliding_window, p.softcap, p.alibi_slopes,
+                                    k_scale=p.k_scale, v_scale=p.v_scale))
 
 
 def _tuning_key(p: Problem) -> tuple[dict, dict]:
     d = p.dims
     fixed = {"heads": d["num_heads"], "kv_heads": d["num_kv_heads"], "head_size": d["head_size"],
              "block_size": d["block_size"], "dtype": dtype_name(p.query.dtype),
+             "cache_dtype": dtype_name(p.key_cache.dtype),
              "softcap": p.softcap > 0, "alibi": p.alibi_slopes is not None,
              "window": p.sliding_window > 0, "split_size": p.split_size}
     return fixed, {"seqs": d["num_seqs"], "context": d["max_blocks"] * d["block_size"]}
@@ -208,9 +248,12 @@ def _pages_per_step(dims: dict, config: dict, backend: str) -> int:
     return min(1 << (pages.bit_length() - 1), next_pow2(max(1, dims["max_blocks"])))
 
 
-def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0) -> dict:
+def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0,
+         vector_cores: Optional[int] = None) -> dict:
     """Everything about a launch that follows from shapes and the config (never from data):
-    constexprs of both kernels, number of splits, fixed pages per split, grid sizes."""
+    constexprs of both kernels, number of splits, fixed pages per split, grid sizes. `cores`
+    sizes the attention grid (cube cores: it has tl.dot), `vector_cores` (default `cores`) the
+    vector-only merge's."""
     s, h, kvh, hd = dims["num_seqs"], dims["num_heads"], dims["num_kv_heads"], dims["head_size"]
     bs, max_blocks = dims["block_size"], dims["max_blocks"]
     gqa = h // kvh
@@ -227,11 +270,14 @@ def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0
     n_tasks = tasks * num_splits
     ppc = config.get("grid_programs_per_core", 1)
     grid = _device.grid_size(cores, n_tasks, ppc)
-    merge_grid = _device.grid_size(cores, s * h, ppc)
+    merge_grid = _device.grid_size(vector_cores or cores, s * h, ppc)
     return {
         "num_splits": num_splits, "pages_per_split": pages_per_split, "num_tasks": n_tasks,
         "grid": grid, "merge_grid": merge_grid,
-        "constexprs": {"GQA": gqa, "BLOCK_M": max(16, next_pow2(gqa)), "HEAD_SIZE": hd,
+        # Ascend's tl.dot takes any M (the cube pads to 16 itself): padding rows there would only
+        # add softmax vector work; upstream Triton and both interpreters need M >= 16
+        "constexprs": {"GQA": gqa, "BLOCK_M": next_pow2(gqa) if backend == "npu" else max(16, next_pow2(gqa)),
+                       "HEAD_SIZE": hd,
                        "BLOCK_D": max(16, next_pow2(hd)), "BLOCK_SIZE": bs, "BLOCK_N": next_pow2(bs),
                        "PAGES_PER_STEP": pages_per_step, "NUM_SPLITS": num_splits},
         "merge_constexprs": {"NUM_SPLITS": num_splits,
@@ -243,20 +289,25 @@ def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0
 @define(problem=Problem, kernel_module=kern, capability=capability, launches=_launches,
         fallbacks={"fallback_atb": atb_fallback("paged_attention", _atb_args), "reference": _reference}, tuning_key=_tuning_key,
         features=features, result=lambda p: p.out, outputs=("out",),
-        fresh={"out": lambda p: torch.empty_like(p.query) if p.out is None else p.out})
+        fresh={"out": lambda p: torch.empty_like(p.query) if p.out is None else p.out,
+               "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
+        check_values=check_values)
 def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                     block_table: torch.Tensor, seq_lens: torch.Tensor, *, scale: Optional[float] = None,
                     sliding_window: Optional[int] = None, softcap: float = 0.0,
                     alibi_slopes: Optional[torch.Tensor] = None, out: Optional[torch.Tensor] = None,
                     seq_lens_host: Optional[torch.Tensor] = None,
                     block_table_host: Optional[torch.Tensor] = None,
-                    split_size: Optional[int] = None) -> torch.Tensor:
+                    split_size: Optional[int] = None, k_scale: Union[torch.Tensor, float, None] = None,
+                    v_scale: Union[torch.Tensor, float, None] = None) -> torch.Tensor:
     """Decode attention over a paged KV cache (vLLM's paged_attention / unified decode).
 
     query:        [num_seqs, num_heads, head_size], fp16/bf16/fp32: one new token per sequence,
                   at position seq_lens[i] - 1 (its key/value already in the cache).
-    key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_size], query's dtype;
-                  num_heads a multiple of num_kv_heads (GQA: head h reads kv head h // group).
+    key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_size], query's dtype,
+                  or int8 / fp8 (CUDA only) written by reshape_and_cache with k_scale/v_scale
+                  (a query of fp16/bf16 then); num_heads a multiple of num_kv_heads (GQA: head
+                  h reads kv head h // group).
     block_table:  int32 [num_seqs, max_blocks]: page ids of each sequence. Entries past
                   ceil(seq_lens[i] / block_size) are never read (garbage, even out-of-range ids,
                   is fine).
@@ -266,6 +317,8 @@ def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: t
     softcap:      > 0: scores become softcap * tanh(scores / softcap) (before ALiBi).
     alibi_slopes: fp32 [num_heads]: adds slope * (key_pos - query_pos) to the scores.
     out:          optional [num_seqs, num_heads, head_size] output (query's dtype), written in place.
+    k_scale, v_scale: int8/fp8 caches only (then required): the cache holds x / scale; a float,
+                  a 1-element fp32 tensor (per tensor) or fp32 [num_kv_heads] (per kv head).
     split_size:   tokens per split-KV partition, a multiple of block_size (default: env
                   ASCEND_KERNELS_PA_SPLIT_SIZE, else automatic). Fixing it makes every
                   sequence's result independent of the batch it runs in (batch invariance);
@@ -285,25 +338,35 @@ def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: t
     block tables. Returns `out` (allocated when not given).
     """
     check_tensor("query", query, ndim=3, dtypes=FLOAT_DTYPES)
-    check_tensor("key_cache", key_cache, ndim=4, dtypes=FLOAT_DTYPES)
-    check_tensor("value_cache", value_cache, ndim=4, dtypes=FLOAT_DTYPES)
+    check_tensor("key_cache", key_cache, ndim=4, dtypes=CACHE_DTYPES)
+    check_tensor("value_cache", value_cache, ndim=4, dtypes=CACHE_DTYPES)
     check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
     check_tensor("seq_lens", seq_lens, ndim=1, dtypes=(torch.int32,))
-    check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
+    dev = check_same_device([("query", query), ("key_cache", key_cache), ("value_cache", value_cache),
                        ("block_table", block_table), ("seq_lens", seq_lens),
                        ("alibi_slopes", alibi_slopes), ("out", out)])
     num_seqs, num_heads, head_size = query.shape
     if key_cache.shape != value_cache.shape:
         raise ValueError(f"key_cache and value_cache must have the same shape, got "
                          f"{tuple(key_cache.shape)} and {tuple(value_cache.shape)}")
-    for name, t in (("key_cache", key_cache), ("value_cache", value_cache)):
-        if t.dtype != query.dtype:
-            raise TypeError(f"{name} dtype {t.dtype} differs from query's {query.dtype}")
+    if key_cache.dtype != value_cache.dtype:
+        raise TypeError(f"key_cache and value_cache must have one dtype, got {key_cache.dtype} "
+                        f"and {value_cache.dtype}")
+    if key_cache.dtype in QUANT_OF:
+        if query.dtype not in (torch.float16, torch.bfloat16):
+            raise TypeError(f"query dtype {query.dtype}: a {key_cache.dtype} cache is read with an "
+                            f"fp16/bf16 query")
+        if dev.type == "npu" and key_cache.dtype in FP8_DTYPES:
+            raise TypeError(f"key_cache dtype {key_cache.dtype}: Ascend has no fp8; use an int8 cache")
+    elif key_cache.dtype != query.dtype:
+        raise TypeError(f"key_cache dtype {key_cache.dtype} differs from query's {query.dtype} "
+                        f"(int8/fp8 caches take k_scale/v_scale)")
     check_dim("key_cache", key_cache, 3, head_size, "head_size of query")
     num_kv_heads = key_cache.shape[2]
     if num_kv_heads == 0 or num_heads % num_kv_heads:
         raise ValueError(f"query's num_heads ({num_heads}) must be a multiple of key_cache's "
                          f"num_kv_heads ({num_kv_heads})")
+    k_scale, v_scale = check_scales(key_cache.dtype, k_scale, v_scale, num_kv_heads, dev)
     if key_cache.shape[1] == 0:
         raise ValueError(f"key_cache has block_size 0, shape {tuple(key_cache.shape)}")
     check_dim("block_table", block_table, 0, num_seqs, "num_seqs of query")
@@ -340,6 +403,6 @@ def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: t
                              f"{block_table.shape[1]} pages; at most {MAX_SPLITS}")
     return Problem(query, key_cache, value_cache, block_table, seq_lens, out, scale,
                    sliding_window, softcap, alibi_slopes, seq_lens_host, block_table_host,
-                   split_size)
+                   split_size, k_scale, v_scale)
 
 

@@ -6,6 +6,7 @@ from typing import Optional, Union
 
 import torch
 
+from ..kernels import _quant
 from ..kernels import reshape_and_cache as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
@@ -18,8 +19,8 @@ from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_same_device, 
 OP = "reshape_and_cache"
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 CACHE_DTYPES = FLOAT_DTYPES + (torch.int8,) + FP8_DTYPES
-QUANT_OF = {torch.int8: kern.QUANT_INT8, torch.float8_e4m3fn: kern.QUANT_FP8,
-            torch.float8_e5m2: kern.QUANT_FP8}
+QUANT_OF = {torch.int8: _quant.QUANT_INT8, torch.float8_e4m3fn: _quant.QUANT_FP8,
+            torch.float8_e5m2: _quant.QUANT_FP8}
 
 
 @dataclasses.dataclass
@@ -41,19 +42,38 @@ class Problem:
         return self.slot_mapping.numel()
 
 
-def _as_scale(name: str, scale, device: torch.device) -> Optional[torch.Tensor]:
-    if scale is None or isinstance(scale, (int, float)):
-        return scale  # a host float becomes a device tensor on every call (see _fresh_scale)
-    check_tensor(name, scale, dtypes=(torch.float32,), device=device)
-    if scale.numel() != 1:
-        raise ValueError(f"{name} must hold one per-tensor scale, got shape {tuple(scale.shape)}")
-    return scale
+def check_scales(cache_dtype: torch.dtype, k_scale, v_scale, num_kv_heads: int, device: torch.device) -> tuple:
+    """Validated (k_scale, v_scale) for a cache of `cache_dtype` (shared with the attention ops):
+    both given for an int8/fp8 cache, neither otherwise; each a host float (made a device tensor
+    on every call, see fresh_scale) or an fp32 tensor of 1 element (per tensor) or
+    [num_kv_heads] (per kv head) on the caches' device."""
+    quantized = cache_dtype in QUANT_OF
+    if quantized and (k_scale is None or v_scale is None):
+        raise ValueError(f"a {cache_dtype} cache needs k_scale and v_scale (per tensor, or fp32 [num_kv_heads])")
+    if not quantized and (k_scale is not None or v_scale is not None):
+        raise ValueError(f"k_scale/v_scale apply to int8/fp8 caches only, the cache is {cache_dtype}")
+    for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
+        if scale is None or isinstance(scale, (int, float)):
+            continue
+        check_tensor(name, scale, dtypes=(torch.float32,), device=device)
+        if scale.numel() != 1 and tuple(scale.shape) != (num_kv_heads,):
+            raise ValueError(f"{name} must be one per-tensor scale or fp32 [num_kv_heads] = "
+                             f"[{num_kv_heads}], got shape {tuple(scale.shape)}")
+    if scale_per_head(k_scale) != scale_per_head(v_scale):
+        raise ValueError("k_scale and v_scale must both be per tensor or both per kv head")
+    return k_scale, v_scale
 
 
-def _fresh_scale(name: str):
-    def make(p: Problem):
+def scale_per_head(scale) -> bool:
+    """The SCALE_PER_HEAD constexpr: a tensor scale of more than one element (from its shape)."""
+    return isinstance(scale, torch.Tensor) and scale.numel() > 1
+
+
+def fresh_scale(name: str):
+    """A `fresh` field maker: a host float scale becomes a 1-element device tensor on every call
+    (not capturable: pass a tensor in graphs)."""
+    def make(p):
         s = getattr(p, name)
-        # a host float: not capturable, pass a tensor in graphs
         return torch.full((1,), float(s), dtype=torch.float32, device=p.device) \
             if isinstance(s, (int, float)) else s
     return make
@@ -87,22 +107,23 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     constexprs["BLOCK_H"] = min(constexprs["BLOCK_H"], next_pow2(num_heads))
     grid = (_device.persistent_grid(p.device, p.num_tokens, config.get("grid_programs_per_core", 1),
                                     cube=False),)
-    quant = QUANT_OF.get(p.key_cache.dtype, kern.QUANT_NONE)
+    quant = QUANT_OF.get(p.key_cache.dtype, _quant.QUANT_NONE)
     kc, vc = p.key_cache, p.value_cache
+    num_slots = kc.shape[0] * kc.shape[1]
     args = dict(
         key_ptr=p.key, value_ptr=p.value, key_cache_ptr=kc, value_cache_ptr=vc,
         slot_mapping_ptr=p.slot_mapping,
         # without quantization the scale pointers are never read: any tensor will do
         k_scale_ptr=p.k_scale if p.k_scale is not None else p.slot_mapping,
         v_scale_ptr=p.v_scale if p.v_scale is not None else p.slot_mapping,
-        num_tokens=p.num_tokens, num_slots=kc.shape[0] * kc.shape[1], block_size=kc.shape[1],
+        num_tokens=p.num_tokens, num_slots=num_slots, block_size=kc.shape[1],
         key_stride_t=p.key.stride(0), key_stride_h=p.key.stride(1),
         value_stride_t=p.value.stride(0), value_stride_h=p.value.stride(1),
         key_cache_stride_b=kc.stride(0), key_cache_stride_s=kc.stride(1), key_cache_stride_h=kc.stride(2),
         value_cache_stride_b=vc.stride(0), value_cache_stride_s=vc.stride(1), value_cache_stride_h=vc.stride(2))
     constexprs.update(NUM_KV_HEADS=num_heads, HEAD_SIZE=head_size, BLOCK_D=next_pow2(head_size),
-                      QUANT=quant,
-                      FP8_MAX=float(torch.finfo(kc.dtype).max) if quant == kern.QUANT_FP8 else 0.0)
+                      QUANT=quant, SCALE_PER_HEAD=scale_per_head(p.k_scale), SLOT_I32=num_slots < 2**31,
+                      FP8_MAX=float(torch.finfo(kc.dtype).max) if quant == _quant.QUANT_FP8 else 0.0)
     return [Launch(kern.reshape_and_cache_kernel, grid, args, constexprs, options)]
 
 
@@ -124,7 +145,7 @@ def _tuning_key(p: Problem) -> tuple[dict, dict]:
         fallbacks={"fallback_atb": atb_fallback(OP, _fallback_args), "reference": _reference}, tuning_key=_tuning_key,
         result=lambda p: None,
         outputs=("key_cache", "value_cache"),
-        fresh={"k_scale": _fresh_scale("k_scale"), "v_scale": _fresh_scale("v_scale")},
+        fresh={"k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
         check_values=_check_values)
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor,
                       value_cache: torch.Tensor, slot_mapping: torch.Tensor, *,
@@ -136,8 +157,10 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
                   (e.g. slices of a fused qkv) and longer than slot_mapping: only the first
                   slot_mapping.numel() tokens are written.
     key_cache, value_cache: [num_blocks, block_size, num_kv_heads, head_size], fp16/bf16/fp32,
-                  or int8/fp8 (fp8 not on Ascend) with per-tensor k_scale/v_scale (the cache
-                  stores x / scale, saturated); may be strided views of one combined KV tensor.
+                  or int8/fp8 (fp8 not on Ascend) with k_scale/v_scale (the cache stores
+                  x / scale, saturated); may be strided views of one combined KV tensor.
+    k_scale, v_scale: int8/fp8 caches only: a float, a 1-element fp32 tensor (per tensor) or
+                  fp32 [num_kv_heads] (per kv head; both scales alike).
     slot_mapping: [num_tokens] int32 or int64, read as it is on the device (no cast, no host
                   sync). Token i goes to block slot // block_size, row slot % block_size; a
                   slot < 0 is padding and is skipped, and so is a slot past the cache (with
@@ -167,12 +190,7 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
     if key.shape[0] < n or value.shape[0] < n:
         raise ValueError(f"key/value hold {key.shape[0]}/{value.shape[0]} tokens, fewer than "
                          f"slot_mapping's {n}")
-    quantized = key_cache.dtype in QUANT_OF
-    k_scale, v_scale = _as_scale("k_scale", k_scale, dev), _as_scale("v_scale", v_scale, dev)
-    if quantized and (k_scale is None or v_scale is None):
-        raise ValueError(f"a {key_cache.dtype} cache needs per-tensor k_scale and v_scale")
-    if not quantized and (k_scale is not None or v_scale is not None):
-        raise ValueError(f"k_scale/v_scale apply to int8/fp8 caches only, the cache is {key_cache.dtype}")
+    k_scale, v_scale = check_scales(key_cache.dtype, k_scale, v_scale, key.shape[1], dev)
     if dev.type == "npu" and key_cache.dtype in FP8_DTYPES:
         raise TypeError(f"key_cache dtype {key_cache.dtype}: Ascend has no fp8; use an int8 cache")
     return Problem(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale)

@@ -109,9 +109,6 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     why = not_contiguous_in_last_dim({"logits": p.logits}, "vocab")
     if why:
         return False, why
-    if backend == "npu":
-        return False, ("the Ascend compile check finds int64 vector math and scalarised accesses in "
-                       "the kernel's hot loops (docs/ascend_check.md): Ascend takes the fallback")
     return True, "the kernel handles any batch, vocab and parameter mix"
 
 
@@ -221,6 +218,13 @@ def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, 
     Order: logits / temperature, top-k keeps the k largest, top-p keeps the smallest set of the
     most likely survivors whose renormalised mass reaches top_p (never fewer than one), then one
     token is drawn from the renormalised rest (exponential race, argmax p_i / E_i).
+    The Triton and fallback paths draw different tokens for the same seeds: the kernel's noise
+    E_i is Philox (tl.rand keyed by the row's seed), the fallback's (the PyTorch reference, and
+    after torch_npu's npu_top_k_top_p on Ascend) a splitmix64 hash of (seed, index). Each path is
+    an exact sampler of the same filtered distribution (torch_npu's operator may break an exact
+    tie at the top-p boundary differently) and repeats its tokens for the same seeds, so the
+    paths agree in distribution, not token for token: keep one path (ASCEND_KERNELS_BACKEND)
+    where runs must replay the same tokens.
     Ties at a threshold: every token equal to the threshold value is kept (a token survives
     top-k iff fewer than k tokens are strictly larger; top-p keeps or drops equal values as a
     group), so more than k tokens can survive. Ties are decided on the logits before the

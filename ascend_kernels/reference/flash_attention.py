@@ -24,13 +24,22 @@ def visible_mask(sq: int, sk: int, window_left: int, window_right: int,
     return mask
 
 
+def _dequantize(x: torch.Tensor, scale: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
+    """x [tokens, KVH, D] in dtype: times the per-tensor [1] or per-kv-head [KVH] scale if given."""
+    x = x.to(dtype)
+    return x if scale is None else x * scale.to(dtype).reshape(-1, 1)
+
+
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlens_q: torch.Tensor,
                     cu_seqlens_k: Optional[torch.Tensor], seqused_k: Optional[torch.Tensor],
                     block_table: Optional[torch.Tensor], softmax_scale: float, window_left: int,
-                    window_right: int, softcap: float, out: Optional[torch.Tensor] = None,
+                    window_right: int, softcap: float, k_scale: Optional[torch.Tensor] = None,
+                    v_scale: Optional[torch.Tensor] = None, out: Optional[torch.Tensor] = None,
                     return_lse: bool = False, compute_dtype: torch.dtype = torch.float32):
     """Attention per sequence. q [total_q, H, D]; k/v varlen [total_k, KVH, D] (cu_seqlens_k,
     optional seqused_k) or paged [num_blocks, block_size, KVH, D] (block_table, seqused_k).
+    An int8/fp8 cache is dequantized first (stored value * k_scale / v_scale: fp32 [1] or
+    [KVH]), then attended to in compute_dtype.
 
     Writes `out` (allocated like q when None) and returns (out, lse [H, total_q] fp32 or None).
     Rows that see no key give 0 and lse -inf.
@@ -61,8 +70,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cu_seqlen
             sk = used[b] if used is not None else cu_k[b + 1] - k0
             kk, vv = k[k0:k0 + sk], v[k0:k0 + sk]
         qs = q[q0:q1].to(compute_dtype)
-        kk = kk.to(compute_dtype).repeat_interleave(group, dim=1)
-        vv = vv.to(compute_dtype).repeat_interleave(group, dim=1)
+        kk = _dequantize(kk, k_scale, compute_dtype).repeat_interleave(group, dim=1)
+        vv = _dequantize(vv, v_scale, compute_dtype).repeat_interleave(group, dim=1)
         s = torch.einsum("qhd,khd->hqk", qs, kk) * softmax_scale
         if softcap > 0:
             s = softcap * torch.tanh(s / softcap)

@@ -10,15 +10,19 @@ from typing import Optional
 
 import torch
 
+from .reshape_and_cache import dequantize
+
 
 def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,
                     block_table: torch.Tensor, seq_lens: torch.Tensor, scale: float,
                     sliding_window: int = 0, softcap: float = 0.0,
                     alibi_slopes: Optional[torch.Tensor] = None,
-                    compute_dtype: torch.dtype = torch.float32) -> torch.Tensor:
+                    compute_dtype: torch.dtype = torch.float32, *, k_scale=None,
+                    v_scale=None) -> torch.Tensor:
     """[num_seqs, num_heads, head_size] in compute_dtype. The query of sequence i sits at
     position seq_lens[i] - 1 and sees keys [max(0, len - W), len) (W = sliding_window > 0) or
-    [0, len); softcap before ALiBi (slope * (key_pos - query_pos)); len 0 gives 0."""
+    [0, len); softcap before ALiBi (slope * (key_pos - query_pos)); len 0 gives 0. int8/fp8
+    caches are dequantized first (times k_scale / v_scale: per tensor or [num_kv_heads])."""
     num_seqs, num_heads, head_size = query.shape
     num_blocks, block_size, num_kv_heads, _ = key_cache.shape
     max_blocks = block_table.shape[1]
@@ -34,8 +38,8 @@ def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: t
     valid = pos[None, :] < lens[:, None]
     if sliding_window and sliding_window > 0:
         valid &= pos[None, :] >= (lens - sliding_window)[:, None]
-    k = key_cache[table].reshape(num_seqs, length, num_kv_heads, head_size).to(compute_dtype)
-    v = value_cache[table].reshape(num_seqs, length, num_kv_heads, head_size).to(compute_dtype)
+    k = dequantize(key_cache[table].reshape(num_seqs, length, num_kv_heads, head_size), k_scale, compute_dtype)
+    v = dequantize(value_cache[table].reshape(num_seqs, length, num_kv_heads, head_size), v_scale, compute_dtype)
     v = torch.where(valid[:, :, None, None], v, torch.zeros((), dtype=compute_dtype, device=dev))
     q = query.to(compute_dtype).reshape(num_seqs, num_kv_heads, group, head_size)
     s = torch.einsum("skgd,slkd->skgl", q, k) * scale

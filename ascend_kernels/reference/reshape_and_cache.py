@@ -1,21 +1,36 @@
 """reshape_and_cache in plain PyTorch."""
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
-def quantize(x: torch.Tensor, scale: Optional[torch.Tensor], dtype: torch.dtype) -> torch.Tensor:
-    """The value a cache of `dtype` stores for x: x / scale, saturated (int8: round half away)."""
+QUANT_DTYPES = (torch.int8, torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+def _per_head(scale) -> torch.Tensor:
+    """A per-tensor ([1]) or per-kv-head ([num_kv_heads]) scale as fp32 [n, 1]: broadcasts
+    against [..., num_kv_heads, head_size]."""
+    return torch.as_tensor(scale, dtype=torch.float32).reshape(-1, 1)
+
+
+def quantize(x: torch.Tensor, scale, dtype: torch.dtype) -> torch.Tensor:
+    """The value a cache of `dtype` stores for x [..., num_kv_heads, head_size]: x / scale,
+    saturated (int8: round half away)."""
+    if dtype not in QUANT_DTYPES:
+        return x.to(dtype)
+    y = x.float() / _per_head(scale).to(x.device)
     if dtype == torch.int8:
-        y = x.float() / scale.float()
         y = torch.sign(y) * torch.floor(y.abs() + 0.5)
         return y.clamp(-128, 127).to(torch.int8)
-    if dtype in (torch.float8_e4m3fn, torch.float8_e5m2):
-        fmax = torch.finfo(dtype).max
-        return (x.float() / scale.float()).clamp(-fmax, fmax).to(dtype)
-    return x.to(dtype)
+    fmax = torch.finfo(dtype).max
+    return y.clamp(-fmax, fmax).to(dtype)
+
+
+def dequantize(cache: torch.Tensor, scale, dtype: torch.dtype) -> torch.Tensor:
+    """cache [..., num_kv_heads, head_size] as `dtype`: times scale for an int8/fp8 cache."""
+    if cache.dtype not in QUANT_DTYPES:
+        return cache.to(dtype)
+    return (cache.float() * _per_head(scale).to(cache.device)).to(dtype)
 
 
 def reshape_and_cache(key, value, key_cache, value_cache, slot_mapping,

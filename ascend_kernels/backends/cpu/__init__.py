@@ -13,7 +13,7 @@ DOTS_IN_FP32 = True
 
 
 def properties(index: int) -> dict:
-    return {"name": "cpu (triton interpreter)", "num_aicore": 4, "num_vectorcore": 4,
+    return {"name": "cpu (triton interpreter)", "arch": "cpu", "num_aicore": 4, "num_vectorcore": 4,
             "ub_bytes": None, "tma": False, "smem_bytes": None}
 
 

@@ -12,7 +12,7 @@ OPTIONS = ("num_warps", "num_stages")
 def properties(index: int) -> dict:
     p = torch.cuda.get_device_properties(index)
     tma = p.major >= 9 and importlib.util.find_spec("triton.tools.tensor_descriptor") is not None
-    return {"name": p.name, "num_aicore": p.multi_processor_count,
+    return {"name": p.name, "arch": f"sm_{p.major}{p.minor}", "num_aicore": p.multi_processor_count,
             "num_vectorcore": p.multi_processor_count, "ub_bytes": None, "tma": tma,
             "smem_bytes": getattr(p, "shared_memory_per_block_optin", None)}
 

@@ -19,7 +19,8 @@ def properties(index: int) -> dict:
     import triton
 
     props = triton.runtime.driver.active.utils.get_device_properties(index)
-    return {"name": torch.npu.get_device_name(index), "num_aicore": int(props["num_aicore"]),
+    name = torch.npu.get_device_name(index)
+    return {"name": name, "arch": name, "num_aicore": int(props["num_aicore"]),
             "num_vectorcore": int(props["num_vectorcore"]), "ub_bytes": UB_BYTES, "tma": False,
             "smem_bytes": None}
 

@@ -71,6 +71,11 @@ def op_module(op: str):
     return importlib.import_module(f"{__name__}.{op}")
 
 
+def provider_names(ops) -> list:
+    """The names of the providers of `ops`, in order, each once."""
+    return list(dict.fromkeys(p.name for op in ops for p in op_module(op).providers()))
+
+
 # ---- helpers shared by the op modules -------------------------------------------------------
 
 def ours(op: str, build: Callable[[dict, dict], Callable[[], Any]]) -> list:
