@@ -61,13 +61,16 @@ def test_probs_match_reference(device, dtype, params, seed):
     assert torch.equal(OP(logits, seeds=seeds, **kw), tok)
 
 
-@pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_k=3, top_p=0.6, temperature=0.5), dict(top_p=0.7)])
-def test_pool_and_general_paths_agree(kw, seed):
+# a pool of 8 overflows: the select path runs its search rounds (first spread in value, then in key)
+@pytest.mark.parametrize("pool_cfg", [{}, {"P_MAX": 8, "PB": 4}], ids=["pool", "small_pool"])
+@pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_k=3, top_p=0.6, temperature=0.5), dict(top_p=0.7),
+                                dict(top_k=20, top_p=0.9)])
+def test_pool_and_general_paths_agree(kw, pool_cfg, seed):
     torch.manual_seed(seed)
     b, v = 5, 61
     logits = torch.randn(b, v) * 2
     seeds = _seeds(b)
-    t1, p1 = _launch(logits, {}, seeds=seeds, return_probs=True, **kw)
+    t1, p1 = _launch(logits, pool_cfg, seeds=seeds, return_probs=True, **kw)
     t2, p2 = _launch(logits, GENERAL_CFG, seeds=seeds, return_probs=True, **kw)
     assert torch.equal(t1, t2)
     torch.testing.assert_close(p1, p2, atol=1e-6, rtol=1e-5)

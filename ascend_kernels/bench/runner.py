@@ -44,6 +44,9 @@ class UsageError(Exception):
 
 # ---- suites ---------------------------------------------------------------------------------
 
+E2E_SUITE = "e2e"  # not a YAML suite: the end-to-end model benchmark of bench/e2e.py
+
+
 def suite_names() -> list:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml") if not p.stem.startswith("_"))
 
@@ -69,7 +72,7 @@ def load_suite(name: str) -> dict:
     if not (path.suffix in (".yaml", ".yml") and path.exists()):
         path = SUITES_DIR / f"{name}.yaml"
     if not path.exists():
-        raise ValueError(f"unknown suite {name!r}; choose from: {', '.join(suite_names())} (or a .yaml path)")
+        raise ValueError(f"unknown suite {name!r}; choose from: {', '.join(suite_names() + [E2E_SUITE])} (or a .yaml path)")
     data = yaml.safe_load(path.read_text()) or {}
     models = load_models()
     models.update(data.get("models") or {})
@@ -697,8 +700,30 @@ def _list(suite: dict, ops: list, device: torch.device) -> None:
             print(f"  provider {p.name:14s} {p.kind:8s} {'absent: ' + why if why else 'present'}")
 
 
+def _run_e2e(args, device: torch.device) -> int:
+    """`--suite e2e`: the end-to-end decode benchmark of a transformers model (bench/e2e.py)."""
+    from . import e2e
+
+    _interpreter_reexec(args, device, None)
+    results = Path(args.results) if args.results else default_results_dir(device)
+    rows = e2e.run_e2e(str(device), e2e.default_cases(str(device)), progress=not args.no_progress)
+    header = header_info(device)
+    header["command"] = _command_line(getattr(args, "argv", None))
+    text = "\n".join(header_lines(header)) + "\n\n" + e2e.format_table(rows)
+    print(text)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / "bench.md").write_text(text)
+    (results / "bench.json").write_text(json.dumps({"header": header, "rows": rows}, indent=1, default=str))
+    (results / "command.txt").write_text(header["command"] + "\n")
+    e2e.plot(rows, str(results / "e2e.png"), title=f"decode ms per step, {header['device']}")
+    print(f"bench: results in {results}/", file=sys.stderr)
+    return 1 if any(r.get("error") for r in rows) else 0
+
+
 def run_bench(args) -> int:
     device = pick_device(args.device)
+    if args.suite == E2E_SUITE:
+        return _run_e2e(args, device)
     suite = suite_arg(args.suite, device)
     ops = ops_arg(suite, args.op)
     providers = providers_arg(ops, args.providers)
