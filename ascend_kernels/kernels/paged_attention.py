@@ -156,8 +156,8 @@ def paged_attention_kernel(
                 v_ptrs = v_base + pages[:, None] * v_stride_b + t_in[:, None] * v_stride_s + offs_d[None, :]
             kv_mask = row_ok[:, None] & mask_d[None, :]
             # as q's dtype: int8/fp8 tiles are converted (exactly), fp32 under DOT_FP32
-            k = tl.load(k_ptrs, mask=kv_mask, other=0).to(q.dtype)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0).to(q.dtype)
+            k = tl.load(k_ptrs, mask=kv_mask, other=0.0).to(q.dtype)
+            v = tl.load(v_ptrs, mask=kv_mask, other=0.0).to(q.dtype)
             s = tl.dot(q, tl.trans(k))
             if SOFTCAP > 0:
                 s = apply_softcap(s * qk_scale, SOFTCAP)

@@ -315,9 +315,10 @@ def _select(row_ptr, n, lo, hi, c_lo, c_hi, f_hi, lo_v, hi_v, value0, count_mode
     the row each, SNC candidates, counts AND masses) narrow [lo, hi] until it holds at most
     P_MAX tokens (or one key); the first round (value0 == 1) spreads the candidates evenly in
     VALUE over [lo_v, hi_v) (lo_v = the value of key lo, candidate 0 = lo itself, so its count
-    becomes exact), later rounds evenly in key. Then one pass gathers the tokens of [lo, hi) into the
-    pool and the threshold comes from exact pairwise sums: a pool token survives iff F(hi + 1) + the
-    count/mass of the pool tokens strictly above it is below the target (the kernel's rule).
+    becomes exact), later rounds evenly in key. Then one pass gathers the tokens of [lo, hi]
+    into the pool and the threshold comes from exact pairwise sums: a pool token survives iff
+    F(hi + 1) + the count/mass of the pool tokens strictly above it is below the target (the
+    kernel's rule).
     ok == 0: the rounds ran out with more than P_MAX tokens in the bracket."""
     jj = tl.arange(0, SNC)
     for r in range(SROUNDS):

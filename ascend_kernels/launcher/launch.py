@@ -8,10 +8,13 @@ kernel's launcher directly with the arguments re-bound to the new call's tensors
 else (grid, scalars, constexprs) depends only on the signature the plan is cached under, which
 includes each tensor's 16-byte alignment, the one value-dependent fact Triton specialises on.
 
-Replays go through `CompiledKernel[grid](*args)`, which takes the bound arguments in the
-kernel's parameter order: every parameter from triton 3.3 on (constexprs included), the
-non-constexpr ones before (triton 3.2, which triton-ascend 3.2 is). Under the interpreter,
-or with ASCEND_KERNELS_DIRECT_LAUNCH=0, a replay calls `kernel[grid](**kwargs)` instead.
+Replays call the compiled kernel's launcher the way `CompiledKernel[grid](*args)` does, with
+the bound arguments in the kernel's parameter order: every parameter from triton 3.3 on
+(constexprs included), the non-constexpr ones before (triton 3.2, which triton-ascend 3.2 is).
+What that runner looks up on every call (the driver, the launcher, the launch hooks) is looked up
+once, when the plan is made; when launch hooks are set then (a profiler), replays go through the
+runner itself, which calls them. Under the interpreter, or with ASCEND_KERNELS_DIRECT_LAUNCH=0,
+a replay calls `kernel[grid](**kwargs)` instead.
 """
 from __future__ import annotations
 
@@ -42,6 +45,35 @@ class Launch:
         return self.kernel[self.grid](**self.args, **self.constexprs, **self.options)
 
 
+def _launch_hooks() -> tuple:
+    try:
+        from triton import knobs
+
+        return knobs.runtime.launch_enter_hook, knobs.runtime.launch_exit_hook
+    except ImportError:  # triton 3.2: the hooks are class attributes
+        from triton.compiler import CompiledKernel
+
+        return CompiledKernel.launch_enter_hook, CompiledKernel.launch_exit_hook
+
+
+def _direct_runner(compiled, grid: tuple):
+    """`compiled[grid]`'s runner with its per-call lookups done once (None when launch hooks
+    are set: the runner must call them)."""
+    if any(h is not None for h in _launch_hooks()):
+        return None
+    from triton.runtime import driver
+
+    compiled[grid]  # loads the module (CompiledKernel._init_handles)
+    launcher, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
+    active = driver.active
+    get_device, get_stream = active.get_current_device, active.get_current_stream
+    gx, gy, gz = grid
+
+    def run(*args):
+        launcher(gx, gy, gz, get_stream(get_device()), function, metadata, None, None, None, *args)
+    return run
+
+
 def _params(kernel) -> list:
     """(name, is_constexpr) of each kernel parameter, in order."""
     return [(p.name, bool(p.is_constexpr)) for p in kernel.params]
@@ -50,30 +82,37 @@ def _params(kernel) -> list:
 class Scratch:
     """Rebuilds, per call, the kernel arguments that are neither fields of the problem nor
     constants: work buffers the op allocated for its launches (and views of them), shared by
-    all the launches of one call."""
+    all the launches of one call. One allocation per call holds them all (each buffer at a
+    256-byte aligned offset, as the allocator would place it)."""
 
     def __init__(self):
-        self.roots: list = []   # (storage data pointer, bytes, device) of each buffer
-        self.views: list = []   # (root index, dtype, shape, stride, storage offset)
+        self.roots: list = []    # (storage data pointer, bytes) of each buffer
+        self.views: list = []    # (root index, dtype, shape, stride, storage offset)
+        self.offsets: list = []  # byte offset of each buffer in the per-call allocation
+        self.total, self.device = 0, None
 
     def add(self, t: torch.Tensor) -> int:
         storage = t.untyped_storage()
-        spec = (storage.data_ptr(), storage.nbytes(), t.device)
+        spec = (storage.data_ptr(), storage.nbytes())
         if spec not in self.roots:
             self.roots.append(spec)
+            self.offsets.append(self.total)
+            self.total += -(-spec[1] // 256) * 256
+            self.device = t.device
         self.views.append((self.roots.index(spec), t.dtype, tuple(t.shape), t.stride(), t.storage_offset()))
         return len(self.views) - 1
 
     def make(self) -> list:
         if not self.views:
             return []
-        roots = [torch.empty(n, dtype=torch.uint8, device=dev) for _, n, dev in self.roots]
+        buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
         typed: dict = {}
         out = []
         for r, dtype, shape, stride, offset in self.views:
-            if (r, dtype) not in typed:
-                typed[r, dtype] = roots[r].view(dtype)
-            out.append(typed[r, dtype].as_strided(shape, stride, offset))
+            base = typed.get(dtype)
+            if base is None:
+                base = typed[dtype] = buf.view(dtype)
+            out.append(base.as_strided(shape, stride, self.offsets[r] // base.element_size() + offset))
         return out
 
 
@@ -107,7 +146,7 @@ class Replay:
         if compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
                 and hasattr(launch.kernel, "params"):
             grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
-            self.runner = compiled[grid]
+            self.runner = _direct_runner(compiled, grid) or compiled[grid]
             # keep only what the compiled kernel's launcher takes, in its order
             constexpr = [c for _, c in _params(launch.kernel)]
             keep = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]

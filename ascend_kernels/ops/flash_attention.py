@@ -186,7 +186,7 @@ def heads_per_task(config: dict, gqa: int, block_m: int) -> int:
     """Query heads packed into a task's M tile: the largest divisor of the GQA group that is at
     most the config's HEADS_PER_TASK (default: the whole group) and whose power-of-two padding
     fits the tile's rows."""
-    limit = min(int(config.get("HEADS_PER_TASK", gqa)), block_m)
+    limit = int(config.get("HEADS_PER_TASK", gqa))
     return max(d for d in range(1, gqa + 1) if gqa % d == 0 and d <= limit and next_pow2(d) <= block_m)
 
 
@@ -281,7 +281,7 @@ def _first_bad(name: str, bad: torch.Tensor, what) -> None:
 
 
 def _check_values(p: Problem) -> None:
-    """ASCEND_KERNELS_CHECK_BOUNDS=1: the values the kernel trusts (one host sync). cu_seqlens
+    """ASCEND_KERNELS_CHECK_BOUNDS=1: the values the kernel trusts (host syncs). cu_seqlens
     start at 0, never decrease and end within the tokens; max_seqlen_q covers every query
     length; scales are finite and > 0; seqused_k fits the keys (varlen) or the block table
     (paged); the page ids a sequence reads lie in [0, num_blocks)."""
