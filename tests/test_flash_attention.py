@@ -62,15 +62,16 @@ def quantize(case, cache_dtype, per_head, g):
     kv_heads = case["k"].shape[2]
     top = 127.0 if cache_dtype == torch.int8 else torch.finfo(cache_dtype).max
     for name in ("k", "v"):
-        x = case[name].float()
+        dev = case[name].device
+        x = case[name].float().cpu()  # the generator is a CPU one
         amax = x.abs().amax(dim=(0, 1, 3)) * (1 + torch.rand(kv_heads, generator=g))  # some headroom
         scale = (amax if per_head else amax.max().reshape(1)) / top
-        y = x.cpu() / scale.reshape(-1, 1)
+        y = x / scale.reshape(-1, 1)
         if cache_dtype == torch.int8:
             y = y.round().clamp(-128, 127)
         case[name + "_true"] = case[name]
-        case[name] = y.to(cache_dtype).to(x.device)
-        case[name + "_scale"] = scale.to(x.device)
+        case[name] = y.to(cache_dtype).to(dev)
+        case[name + "_scale"] = scale.to(dev)
 
 
 def run_and_check(case, *, causal=True, window_left=-1, window_right=-1, sliding_window=None,
