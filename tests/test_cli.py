@@ -1,6 +1,7 @@
 """The ascend-kernels CLI: env, explain (the suites' shape keys, validated by the op), usage
 errors (status 2, the valid choices named, never a traceback), and the bench/tune/check wiring."""
 import json
+import re
 
 import pytest
 import torch
@@ -183,7 +184,10 @@ def test_readme_opens_with_the_two_commands_and_keeps_figures_in_one_place():
     assert "ascend-kernels bench" in blocks[1] and "pip install" in blocks[1]
     assert blocks[3].split("\n", 1)[1].strip() == "bash tests/lanes.sh"
     assert text.index("```") < text.index("\n## ")  # the commands come before any section
-    assert "## Performance (NVIDIA H200)\n\n(results: bench/results/)" in text
+    # every figure comes from a results file, and every results file cited exists
+    perf = text[text.index("## Performance (NVIDIA H200)"):]
+    cited = re.findall(r"`(bench/results/[^`]+)`", perf)
+    assert cited and all((ROOT / c).exists() for c in cited), cited
     assert "DESIGN.md" not in text and (ROOT / "docs" / "design.md").exists()
     for link in ("docs/design.md", "docs/transformers.md", "docs/ascend_fallback.md", "docs/ascend_check.md"):
         assert f"]({link})" in text and (ROOT / link).exists(), link

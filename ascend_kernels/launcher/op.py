@@ -76,6 +76,7 @@ class OpDef:
 
 
 _REGISTRY: dict = {}
+_RUNNERS: dict = {}
 
 
 def get(name: str) -> OpDef:
@@ -87,6 +88,11 @@ def get(name: str) -> OpDef:
 
 def op_names() -> list:
     return sorted(_REGISTRY)
+
+
+def runner(name: str) -> "Runner":
+    """The public callable of a registered op."""
+    return _RUNNERS[name]
 
 
 def explain(op: str, *args, **kwargs) -> dispatch.Decision:
@@ -153,7 +159,7 @@ class _Plan:
             else:
                 scope[f"c_{name}"] = v
                 values.append(f"c_{name}")
-        lines = [f"def problem(args, kwargs):", f"    p = Problem({', '.join(values)})"]
+        lines = ["def problem(args, kwargs):", f"    p = Problem({', '.join(values)})"]
         for name, make in defn.fresh.items():
             scope[f"fresh_{name}"] = make
             lines.append(f"    p.{name} = fresh_{name}(p)")
@@ -268,5 +274,6 @@ def define(*, problem: type, kernel_module, capability, launches, fallbacks, tun
         if defn.name in _REGISTRY:
             raise ValueError(f"op {defn.name!r} is defined twice")
         _REGISTRY[defn.name] = defn
-        return Runner(defn)
+        _RUNNERS[defn.name] = Runner(defn)
+        return _RUNNERS[defn.name]
     return wrap

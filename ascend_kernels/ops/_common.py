@@ -33,6 +33,15 @@ def check_tensor(name: str, t, *, ndim: Optional[int] = None,
     return t
 
 
+def first_bad(name: str, bad: torch.Tensor, what) -> None:
+    """ValueError naming the first true entry of `bad` as name[index], described by what(index)
+    (the value checks of ASCEND_KERNELS_CHECK_BOUNDS=1: a host sync)."""
+    where = bad.nonzero()
+    if where.numel():
+        i = tuple(int(x) for x in where[0])
+        raise ValueError(f"{name}[{', '.join(map(str, i))}] {what(i)}")
+
+
 def check_int(name: str, value, minimum: int, what: str = "") -> int:
     """ValueError naming `name` unless value is an int (not a bool) >= minimum."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

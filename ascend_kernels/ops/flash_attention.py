@@ -14,8 +14,10 @@ from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import flash_attention as ref
-from ._common import (atb_fallback, check_float, check_int, check_same_device, softmax_scale_of, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim)
-from .reshape_and_cache import FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
+from ._cache import FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
+from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
+                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
+                      softmax_scale_of)
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 ATTN_DTYPES = HALF_DTYPES + (torch.float32,)
@@ -272,14 +274,6 @@ def _features(p: Problem) -> dict:
     return {**fixed, **data_dependent, "head_block": next_pow2(p.head_size), "short_prefill": short}
 
 
-def _first_bad(name: str, bad: torch.Tensor, what) -> None:
-    """ValueError naming the first true entry of `bad` as name[index], described by what(index)."""
-    where = bad.nonzero()
-    if where.numel():
-        i = tuple(int(x) for x in where[0])
-        raise ValueError(f"{name}[{', '.join(map(str, i))}] {what(i)}")
-
-
 def _check_values(p: Problem) -> None:
     """ASCEND_KERNELS_CHECK_BOUNDS=1: the values the kernel trusts (host syncs). cu_seqlens
     start at 0, never decrease and end within the tokens; max_seqlen_q covers every query
@@ -291,18 +285,18 @@ def _check_values(p: Problem) -> None:
     for name, cu, total in cus:
         cu = cu.long()
         at = torch.arange(cu.numel(), device=cu.device)
-        _first_bad(name, (at == 0) & (cu != 0), lambda i: f"= {int(cu[i])}: must start at 0")
-        _first_bad(name, (at > 0) & (cu < cu[(at - 1).clamp(min=0)]),
+        first_bad(name, (at == 0) & (cu != 0), lambda i: f"= {int(cu[i])}: must start at 0")
+        first_bad(name, (at > 0) & (cu < cu[(at - 1).clamp(min=0)]),
                    lambda i: f"= {int(cu[i])} is below the entry before it ({int(cu[i[0] - 1])})")
-        _first_bad(name, (at == cu.numel() - 1) & (cu > total),
+        first_bad(name, (at == cu.numel() - 1) & (cu > total),
                    lambda i: f"= {int(cu[i])} is past the {total} tokens")
     lens_q = (p.cu_seqlens_q[1:] - p.cu_seqlens_q[:-1]).long()
-    _first_bad("cu_seqlens_q", lens_q > p.max_seqlen_q,
+    first_bad("cu_seqlens_q", lens_q > p.max_seqlen_q,
                lambda i: f"gives sequence {i[0]} {int(lens_q[i[0]])} queries, more than max_seqlen_q={p.max_seqlen_q}")
     for name in ("k_scale", "v_scale"):
         scale = getattr(p, name)
         if scale is not None:
-            _first_bad(name, ~(torch.isfinite(scale) & (scale > 0)),
+            first_bad(name, ~(torch.isfinite(scale) & (scale > 0)),
                        lambda i: f"= {float(scale[i])}: a scale must be finite and > 0")
     if p.seqused_k is None:
         return
@@ -313,13 +307,13 @@ def _check_values(p: Problem) -> None:
     else:
         limit = (p.k.shape[0] - p.cu_seqlens_k[:-1]).long()
         of = "the tokens of k from the sequence's cu_seqlens_k on"
-    _first_bad("seqused_k", (used < 0) | (used > limit),
+    first_bad("seqused_k", (used < 0) | (used > limit),
                lambda i: f"= {int(used[i[0]])} is outside [0, {int(limit if p.paged else limit[i[0]])}] ({of})")
     if p.paged:
         pages = (used + bs - 1) // bs
         reads = torch.arange(max_blocks, device=used.device)[None, :] < pages[:, None]
         bt = p.block_table
-        _first_bad("block_table", reads & ((bt < 0) | (bt >= num_blocks)),
+        first_bad("block_table", reads & ((bt < 0) | (bt >= num_blocks)),
                    lambda i: f"= {int(bt[i])} is outside the cache's {num_blocks} blocks "
                              f"(sequence {i[0]} reads {int(pages[i[0]])} pages)")
 

@@ -14,9 +14,11 @@ from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import paged_attention as ref
-from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_float, check_int, softmax_scale_of, check_same_device, check_tensor, dtype_name, next_pow2,
-                      not_contiguous_in_last_dim)
-from .reshape_and_cache import CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
+from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_kv_caches, check_scales, fresh_scale,
+                     scale_per_head)
+from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_float, check_int,
+                      check_same_device, check_tensor, dtype_name, first_bad, next_pow2,
+                      not_contiguous_in_last_dim, softmax_scale_of)
 
 SPLIT_SIZE_ENV = "ASCEND_KERNELS_PA_SPLIT_SIZE"
 MAX_SPLITS = 1024           # fixed split sizes giving more splits than this are refused
@@ -127,21 +129,17 @@ def check_values(p: Problem) -> None:
     d = p.dims
     capacity = d["max_blocks"] * d["block_size"]
     lens = p.seq_lens.long()
-    bad = ((lens < 0) | (lens > capacity)).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        raise ValueError(f"seq_lens[{i}] = {int(lens[i])} is outside [0, {capacity}] "
-                         f"(block_table's {d['max_blocks']} pages x block_size {d['block_size']})")
+    first_bad("seq_lens", (lens < 0) | (lens > capacity),
+              lambda i: f"= {int(lens[i])} is outside [0, {capacity}] (block_table's "
+                        f"{d['max_blocks']} pages x block_size {d['block_size']})")
     pages = (lens + d["block_size"] - 1) // d["block_size"]
     first = (lens - p.sliding_window).clamp(min=0) // d["block_size"] if p.sliding_window else 0 * lens
     col = torch.arange(d["max_blocks"], device=lens.device)[None, :]
     used = (col < pages[:, None]) & (col >= first[:, None])
     num_blocks = p.key_cache.shape[0]
-    bad = (used & ((p.block_table < 0) | (p.block_table >= num_blocks))).nonzero()
-    if bad.numel():
-        i, j = int(bad[0, 0]), int(bad[0, 1])
-        raise ValueError(f"block_table[{i}, {j}] = {int(p.block_table[i, j])} is outside the cache's "
-                         f"{num_blocks} blocks (sequence {i} reads {int(pages[i])} pages)")
+    first_bad("block_table", used & ((p.block_table < 0) | (p.block_table >= num_blocks)),
+              lambda i: f"= {int(p.block_table[i])} is outside the cache's {num_blocks} blocks "
+                        f"(sequence {i[0]} reads {int(pages[i[0]])} pages)")
 
 
 def _launches(p: Problem, config: dict, backend: str) -> list:
@@ -346,12 +344,7 @@ def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: t
                        ("block_table", block_table), ("seq_lens", seq_lens),
                        ("alibi_slopes", alibi_slopes), ("out", out)])
     num_seqs, num_heads, head_size = query.shape
-    if key_cache.shape != value_cache.shape:
-        raise ValueError(f"key_cache and value_cache must have the same shape, got "
-                         f"{tuple(key_cache.shape)} and {tuple(value_cache.shape)}")
-    if key_cache.dtype != value_cache.dtype:
-        raise TypeError(f"key_cache and value_cache must have one dtype, got {key_cache.dtype} "
-                        f"and {value_cache.dtype}")
+    check_kv_caches(key_cache, value_cache)
     if key_cache.dtype in QUANT_OF:
         if query.dtype not in (torch.float16, torch.bfloat16):
             raise TypeError(f"query dtype {query.dtype}: a {key_cache.dtype} cache is read with an "

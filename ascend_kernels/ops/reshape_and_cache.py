@@ -6,21 +6,18 @@ from typing import Optional, Union
 
 import torch
 
-from ..kernels import _quant
-from ..kernels import reshape_and_cache as kern
+from ..kernels import _quant, reshape_and_cache as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import reshape_and_cache as ref
-from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_same_device, check_tensor, dtype_name, next_pow2,
-                      not_contiguous_in_last_dim)
+from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_kv_caches, check_scales, fresh_scale,
+                     scale_per_head)
+from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_same_device, check_tensor,
+                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim)
 
 OP = "reshape_and_cache"
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
-CACHE_DTYPES = FLOAT_DTYPES + (torch.int8,) + FP8_DTYPES
-QUANT_OF = {torch.int8: _quant.QUANT_INT8, torch.float8_e4m3fn: _quant.QUANT_FP8,
-            torch.float8_e5m2: _quant.QUANT_FP8}
 
 
 @dataclasses.dataclass
@@ -42,51 +39,12 @@ class Problem:
         return self.slot_mapping.numel()
 
 
-def check_scales(cache_dtype: torch.dtype, k_scale, v_scale, num_kv_heads: int, device: torch.device) -> tuple:
-    """Validated (k_scale, v_scale) for a cache of `cache_dtype` (shared with the attention ops):
-    both given for an int8/fp8 cache, neither otherwise; each a host float (made a device tensor
-    on every call, see fresh_scale) or an fp32 tensor of 1 element (per tensor) or
-    [num_kv_heads] (per kv head) on the caches' device."""
-    quantized = cache_dtype in QUANT_OF
-    if quantized and (k_scale is None or v_scale is None):
-        raise ValueError(f"a {cache_dtype} cache needs k_scale and v_scale (per tensor, or fp32 [num_kv_heads])")
-    if not quantized and (k_scale is not None or v_scale is not None):
-        raise ValueError(f"k_scale/v_scale apply to int8/fp8 caches only, the cache is {cache_dtype}")
-    for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
-        if scale is None or isinstance(scale, (int, float)):
-            continue
-        check_tensor(name, scale, dtypes=(torch.float32,), device=device)
-        if scale.numel() != 1 and tuple(scale.shape) != (num_kv_heads,):
-            raise ValueError(f"{name} must be one per-tensor scale or fp32 [num_kv_heads] = "
-                             f"[{num_kv_heads}], got shape {tuple(scale.shape)}")
-    if scale_per_head(k_scale) != scale_per_head(v_scale):
-        raise ValueError("k_scale and v_scale must both be per tensor or both per kv head")
-    return k_scale, v_scale
-
-
-def scale_per_head(scale) -> bool:
-    """The SCALE_PER_HEAD constexpr: a tensor scale of more than one element (from its shape)."""
-    return isinstance(scale, torch.Tensor) and scale.numel() > 1
-
-
-def fresh_scale(name: str):
-    """A `fresh` field maker: a host float scale becomes a 1-element device tensor on every call
-    (not capturable: pass a tensor in graphs)."""
-    def make(p):
-        s = getattr(p, name)
-        return torch.full((1,), float(s), dtype=torch.float32, device=p.device) \
-            if isinstance(s, (int, float)) else s
-    return make
-
-
 def _check_values(p: Problem) -> None:
     """ASCEND_KERNELS_CHECK_BOUNDS=1: report the first slot past the cache (syncs the host)."""
     num_slots = p.key_cache.shape[0] * p.key_cache.shape[1]
-    bad = (p.slot_mapping >= num_slots).nonzero()
-    if bad.numel():
-        i = int(bad[0, 0])
-        raise ValueError(f"slot_mapping[{i}] = {int(p.slot_mapping[i])} is past the cache's "
-                         f"{num_slots} slots (num_blocks * block_size)")
+    first_bad("slot_mapping", p.slot_mapping >= num_slots,
+              lambda i: f"= {int(p.slot_mapping[i])} is past the cache's {num_slots} slots "
+                        f"(num_blocks * block_size)")
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
@@ -178,12 +136,7 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
     if key.shape[1:] != value.shape[1:]:
         raise ValueError(f"key and value must have the same [num_kv_heads, head_size], got "
                          f"{tuple(key.shape)} and {tuple(value.shape)}")
-    if key_cache.shape != value_cache.shape:
-        raise ValueError(f"key_cache and value_cache must have the same shape, got "
-                         f"{tuple(key_cache.shape)} and {tuple(value_cache.shape)}")
-    if key_cache.dtype != value_cache.dtype:
-        raise TypeError(f"key_cache and value_cache must have one dtype, got {key_cache.dtype} "
-                        f"and {value_cache.dtype}")
+    check_kv_caches(key_cache, value_cache)
     check_dim("key_cache", key_cache, 2, key.shape[1], "num_kv_heads of key")
     check_dim("key_cache", key_cache, 3, key.shape[2], "head_size of key")
     n = slot_mapping.numel()
