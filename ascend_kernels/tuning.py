@@ -78,10 +78,15 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
             if not cap_ok:
                 rows.append({"op": op, "key": key, "note": f"not tunable: {cap_why}"})
                 continue
-            default = autotune.get_config(spec, backend, problem)[0]
+            default = autotune.heuristic_config(spec, backend, problem)
             if backend == "cpu":
                 rows.append({"op": op, "key": key, "best": default,
                              "note": "CPU: the config a call uses; nothing to time"})
+                continue
+            done = autotune.tuned_before(spec, backend, problem)
+            if done is not None:  # resume: a key tuned by an earlier (interrupted) run
+                rows.append({"op": op, "key": key, "best": done, "default": default,
+                             "note": "tuned before: kept from the cache"})
                 continue
             try:
                 default_ms = autotune.time_config(spec, problem, default)

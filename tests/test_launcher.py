@@ -251,3 +251,17 @@ def test_npu_tuning_skips_configs_the_compile_check_rejected(monkeypatch):
     assert rejected not in timed and len(timed) == len(space) - 1
     assert best == min(timed, key=cost) and best["multibuffer"]
     assert autotune.table("npu", device.device_name(p.device)).user[defn.name]["entries"]
+
+
+def test_tuner_resumes_from_its_cache():
+    """What the tuner resumes from: a key an earlier (interrupted) run tuned, for this kernel
+    version only; the heuristic stays the baseline the tuned config is compared with."""
+    defn = op.get("reshape_and_cache")
+    p = _problem()
+    assert autotune.tuned_before(defn, "cpu", p) is None
+    autotune.tune(defn, p, configs=[{"BLOCK_H": 2, "grid_programs_per_core": 1}], timer=lambda *a: 1.0)
+    assert autotune.tuned_before(defn, "cpu", p) == {"BLOCK_H": 2, "grid_programs_per_core": 1}
+    assert autotune.heuristic_config(defn, "cpu", p) == configs.default_config(defn.name, "cpu", {})
+    tab = autotune.table("cpu", device.device_name(p.device))
+    tab.user[defn.name]["source"] = "an older kernel"
+    assert autotune.tuned_before(defn, "cpu", p) is None

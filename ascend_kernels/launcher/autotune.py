@@ -251,8 +251,22 @@ def get_config(defn: Any, backend: str, problem: Any) -> tuple[dict, str]:
     if os.environ.get(AUTOTUNE_ENV) == "1" and backend != "cpu":  # timing the interpreter is noise
         best, _ = tune(defn, problem)
         return best, "tuned now (ASCEND_KERNELS_AUTOTUNE=1)"
+    return heuristic_config(defn, backend, problem), "heuristic"
+
+
+def heuristic_config(defn: Any, backend: str, problem: Any) -> dict:
+    """The backend's default rules applied to this problem (what runs when nothing is tuned)."""
     features = dict(_device.properties(problem.device), **defn.features(problem))
-    return _configs.default_config(defn.name, backend, features), "heuristic"
+    return _configs.default_config(defn.name, backend, features)
+
+
+def tuned_before(defn: Any, backend: str, problem: Any) -> Optional[dict]:
+    """The user cache's entry for exactly this tuning key and kernel version, if any (the
+    tuner resumes from it)."""
+    op = table(backend, _device.device_name(problem.device)).user.get(defn.name, {})
+    if op.get("source") != source_hash(defn, backend):
+        return None
+    return op.get("entries", {}).get(key_of(defn, problem))
 
 
 def run_config(defn: Any, problem: Any, config: dict) -> None:
