@@ -23,7 +23,7 @@ def pytest_collection_modifyitems(config, items):
 def _isolated_env(tmp_path, monkeypatch):
     """Each test gets its own tuning cache dir and no forced backend."""
     monkeypatch.setenv("ASCEND_KERNELS_CACHE_DIR", str(tmp_path / "cache"))
-    for var in ("ASCEND_KERNELS_BACKEND", "ASCEND_KERNELS_AUTOTUNE", "ASCEND_KERNELS_CHECK_BOUNDS",
+    for var in ("ASCEND_KERNELS_BACKEND", "ASCEND_KERNELS_AUTOTUNE", "ASCEND_KERNELS_TUNED", "ASCEND_KERNELS_CHECK_BOUNDS",
                 "ASCEND_KERNELS_PA_SPLIT_SIZE"):
         monkeypatch.delenv(var, raising=False)
     from ascend_kernels.launcher import autotune

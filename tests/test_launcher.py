@@ -265,3 +265,14 @@ def test_tuner_resumes_from_its_cache():
     tab = autotune.table("cpu", device.device_name(p.device))
     tab.user[defn.name]["source"] = "an older kernel"
     assert autotune.tuned_before(defn, "cpu", p) is None
+
+
+def test_tuned_off_runs_the_heuristic(monkeypatch):
+    """ASCEND_KERNELS_TUNED=0 (the bench's triton-heuristic provider) skips tuned entries."""
+    defn = op.get("reshape_and_cache")
+    p = _problem()
+    autotune.tune(defn, p, configs=[{"BLOCK_H": 2, "grid_programs_per_core": 1}], timer=lambda *a: 1.0)
+    assert autotune.get_config(defn, "cpu", p) == ({"BLOCK_H": 2, "grid_programs_per_core": 1}, "tuned cache")
+    monkeypatch.setenv("ASCEND_KERNELS_TUNED", "0")
+    config, source = autotune.get_config(defn, "cpu", p)
+    assert config == autotune.heuristic_config(defn, "cpu", p) and "ASCEND_KERNELS_TUNED=0" in source

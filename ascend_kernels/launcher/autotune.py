@@ -33,6 +33,7 @@ from . import configs as _configs, sources
 
 FORMAT = 1
 AUTOTUNE_ENV = "ASCEND_KERNELS_AUTOTUNE"
+TUNED_ENV = "ASCEND_KERNELS_TUNED"  # 0: ignore tuned configs, run the heuristic (the bench's baseline)
 CACHE_ENV = "ASCEND_KERNELS_CACHE_DIR"
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "tuned"
 CHECK_VERDICTS = "ascend_check.json"  # written by ascend_kernels.ascend_check
@@ -242,6 +243,8 @@ def search_space(defn: Any, backend: str) -> list:
 
 def get_config(defn: Any, backend: str, problem: Any) -> tuple[dict, str]:
     """The config for this call and where it came from (no timing unless asked for)."""
+    if os.environ.get(TUNED_ENV) == "0":
+        return heuristic_config(defn, backend, problem), f"heuristic ({TUNED_ENV}=0)"
     props = _device.properties(problem.device)
     tab = table(backend, props["name"], props.get("arch"))
     key = key_of(defn, problem)

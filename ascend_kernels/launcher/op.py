@@ -36,7 +36,7 @@ from .launch import DIRECT_ENV, Replay, Scratch
 
 CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
 # environment switches read by validation or the decision: part of every plan's signature
-ENV_KEYS = (dispatch.BACKEND_ENV, CHECK_BOUNDS_ENV, autotune.AUTOTUNE_ENV, DIRECT_ENV,
+ENV_KEYS = (dispatch.BACKEND_ENV, CHECK_BOUNDS_ENV, autotune.AUTOTUNE_ENV, autotune.TUNED_ENV, DIRECT_ENV,
             "ASCEND_KERNELS_PA_SPLIT_SIZE")
 _ENV_BYTES = getattr(os.environ, "_data", None)  # the raw mapping: a lookup without encoding
 _ENV_KEYS_RAW = tuple(os.environ.encodekey(k) for k in ENV_KEYS) if _ENV_BYTES is not None else ()

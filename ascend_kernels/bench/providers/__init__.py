@@ -79,19 +79,30 @@ def provider_names(ops) -> list:
 # ---- helpers shared by the op modules -------------------------------------------------------
 
 def ours(op: str, build: Callable[[dict, dict], Callable[[], Any]]) -> list:
-    """The `triton` and `fallback` providers of one of our ops, through the public API.
+    """The `triton`, `triton-heuristic` and `fallback` providers of one of our ops, through the
+    public API.
 
     `triton` forces the Triton path (ASCEND_KERNELS_BACKEND=triton: a call the kernel cannot
-    take raises, shown as n/a); `fallback` forces ATB/aclnn on NPU and the PyTorch reference
-    elsewhere.
+    take raises, shown as n/a) with the tuned config where one exists; `triton-heuristic` the
+    same with the backend's heuristic config (ASCEND_KERNELS_TUNED=0), so each case shows what
+    tuning buys; `fallback` forces ATB/aclnn on NPU and the PyTorch reference elsewhere.
     """
     def available(device):
         return None  # our ops run on every device (the interpreter on the CPU)
 
     return [Provider("triton", "triton", build, available, {"ASCEND_KERNELS_BACKEND": "triton"},
                      "ascend_kernels, Triton path"),
+            Provider("triton-heuristic", "triton", build, _tuned_here,
+                     {"ASCEND_KERNELS_BACKEND": "triton", "ASCEND_KERNELS_TUNED": "0"},
+                     "ascend_kernels, Triton path with the heuristic config (no tuning)"),
             Provider("fallback", "fallback", build, available, {"ASCEND_KERNELS_BACKEND": "fallback"},
                      "ascend_kernels fallback: ATB/aclnn on NPU, PyTorch reference elsewhere")]
+
+
+def _tuned_here(device) -> Optional[str]:
+    if device.type == "cpu":
+        return "nothing is tuned on CPU: `triton` runs the heuristic config"
+    return None
 
 
 def module_absent(name: str) -> Optional[str]:
