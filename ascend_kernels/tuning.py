@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -26,9 +28,15 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", default=None, help="the shapes to tune for (default: quick on CPU, full elsewhere)")
     p.add_argument("--export", action="store_true",
                    help="also write the shipped defaults for this device into ascend_kernels/tuned/")
+    p.add_argument("--export-only", action="store_true",
+                   help="time nothing: write the shipped defaults from what the tuning cache holds "
+                        "(after runs split by op, or one cut short)")
     p.add_argument("--device", help="cuda, npu, ... (default: the accelerator if any)")
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes that compile the configs before the timing (default: the CPU "
+                        "count less one on a GPU/NPU; 1 compiles while timing)")
 
 
 def tune_advice(backend: str) -> tuple[bool, str]:
@@ -45,8 +53,47 @@ def tune_advice(backend: str) -> tuple[bool, str]:
                   f"suite's shapes and stores the best configs in the tuning cache")
 
 
+def _compile_some(task: tuple) -> int:
+    """Worker of `precompile`: launch each of the given configs once for one suite shape (which
+    compiles it into Triton's on-disk cache); returns how many ran."""
+    op, shape, device, dtype, first, count = task
+    spec = _op.get(op)
+    t = prov.op_module(op).tune_shape(shape)
+    problem = problems.make(op, t, device, getattr(torch, t["dtype"]) if "dtype" in t else getattr(torch, dtype))
+    if autotune.tuned_before(spec, problem.device.type, problem) is not None:
+        return 0
+    ran = 0
+    for config in autotune.search_space(spec, problem.device.type)[first:first + count]:
+        try:
+            autotune.run_config(spec, problem, config)
+            ran += 1
+        except Exception:  # the timing loop reports it
+            pass
+    if problem.device.type == "cuda":
+        torch.cuda.synchronize()  # a fault surfaces here, in the worker
+    return ran
+
+
+def precompile(work: list, device: torch.device, dtype: torch.dtype, jobs: int, progress: bool) -> None:
+    """Compile every config of every suite shape in `jobs` processes before the timing loop, so
+    that it finds them in Triton's on-disk cache (compiling, not timing, is most of a tuning
+    run; compiling needs CPUs, timing the device alone). Shapes of one tuning key share the work
+    through that cache."""
+    tasks = []
+    for op, spec, _mod, shape in work:
+        n = len(autotune.search_space(spec, device.type))
+        step = max(1, -(-n // jobs))
+        tasks += [(op, shape, str(device), str(dtype).replace("torch.", ""), i, step) for i in range(0, n, step)]
+    bar = _progress(len(tasks), progress)
+    bar.set_description("compile")
+    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
+        for _ in pool.imap_unordered(_compile_some, tasks):
+            bar.update(1)
+    bar.close()
+
+
 def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: torch.dtype,
-               progress: bool = True) -> list:
+               progress: bool = True, jobs: int = 1) -> list:
     """Tune every distinct tuning key of the suite; returns rows (op, key, best, ms, default ms)."""
     backend = device.type
     rows = []
@@ -58,6 +105,8 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
         mod = prov.op_module(op)
         work += [(op, spec, mod, s) for s in suite["ops"][op]]
     ok, why = _device.triton_runs_on(backend)
+    if ok and backend != "cpu" and jobs > 1:
+        precompile(work, device, dtype, jobs, progress)
     bar = _progress(len(work), progress)
     seen = set()
     try:
@@ -108,21 +157,25 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
 
 
 def export_shipped(device: torch.device) -> Optional[Path]:
-    """Write this device's tuned entries (current kernel sources only) as the shipped defaults."""
+    """Write this device's tuned entries (current kernel sources only) as the shipped defaults,
+    over the ones already shipped for it (an op tuned in a later run replaces its own entry)."""
     backend, name = device.type, _device.device_name(device)
     autotune.reset()
     tab = autotune.table(backend, name)
-    ops = {}
-    for op, entry in tab.user.items():
-        try:
-            spec = _op.get(op)
-        except ValueError:
-            continue
-        if entry.get("source") == autotune.source_hash(spec, backend):
-            ops[op] = {k: v for k, v in entry.items() if not k.startswith("_")}
-    if not ops:
-        return None
     path = autotune.shipped_file(backend, name)
+    shipped = json.loads(path.read_text()).get("ops", {}) if path.exists() else {}
+    ops, tuned = {}, False
+    for entries, is_user in ((shipped, False), (tab.user, True)):
+        for op, entry in entries.items():
+            try:
+                spec = _op.get(op)
+            except ValueError:
+                continue
+            if entry.get("source") == autotune.source_hash(spec, backend):
+                ops[op] = {k: v for k, v in entry.items() if not k.startswith("_")}
+                tuned |= is_user
+    if not tuned:
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": autotune.FORMAT, "backend": backend, "device": name,
             "triton": _device.TRITON_VERSION, "ops": ops}
@@ -132,6 +185,10 @@ def export_shipped(device: torch.device) -> Optional[Path]:
 
 def run_tune(args) -> int:
     device = pick_device(args.device)
+    if args.export_only:
+        path = export_shipped(device)
+        print(f"exported shipped defaults: {path}" if path else "nothing tuned to export")
+        return 0
     suite = suite_arg(args.suite, device)
     ops = ops_arg(suite, args.op)
     dtype = getattr(torch, args.dtype) if args.dtype else getattr(torch, suite.get("dtype") or "bfloat16")
@@ -140,7 +197,8 @@ def run_tune(args) -> int:
     times, advice = tune_advice(device.type)
     if not times:
         print(f"\n{advice}. Below: each tuning key of the suite and the config a call uses now.\n")
-    rows = tune_suite(suite, ops, device, dtype, progress=not args.no_progress)
+    jobs = args.jobs if args.jobs is not None else max(1, (os.cpu_count() or 1) - 1)
+    rows = tune_suite(suite, ops, device, dtype, progress=not args.no_progress, jobs=jobs)
     print("| op | key | best config | best ms | default ms | speedup over default | note |")
     print("|---|---|---|---:|---:|---:|---|")
     for r in rows:

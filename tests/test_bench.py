@@ -295,6 +295,58 @@ def test_tune_on_cpu_and_export(tmp_path, monkeypatch, capsys):
     assert autotune.table("cpu", _device.device_name(torch.device("cpu"))).shipped  # the launcher reads it
 
 
+def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
+    """Ops tuned in separate runs end up in one shipped file; entries of an older kernel source
+    are dropped."""
+    from ascend_kernels import tuning
+    from ascend_kernels.launcher import autotune, device as _device, op
+
+    monkeypatch.setattr(autotune, "SHIPPED_DIR", tmp_path / "tuned")
+    cpu = torch.device("cpu")
+    name = _device.device_name(cpu)
+    runs = (("reshape_and_cache", "tokens~8", {"BLOCK_H": 4}),
+            ("paged_attention", "seqs~2", {"grid_step_tokens": 64}))
+    for op_name, key, config in runs:  # each run tunes one op, from an empty user cache
+        autotune.cache_file("cpu", name).unlink(missing_ok=True)
+        autotune.reset()
+        tab = autotune.table("cpu", name)
+        tab.store(op.get(op_name), key, config, 0.5)
+        tab.save()
+        path = tuning.export_shipped(cpu)
+    data = json.loads(path.read_text())
+    assert {k: list(v["entries"]) for k, v in data["ops"].items()} == \
+        {"reshape_and_cache": ["tokens~8"], "paged_attention": ["seqs~2"]}
+    data["ops"]["reshape_and_cache"]["source"] = "an older kernel"
+    path.write_text(json.dumps(data))
+    autotune.cache_file("cpu", name).unlink()
+    autotune.reset()
+    tab = autotune.table("cpu", name)
+    tab.store(op.get("topk_topp_sampling"), "batch~1", {"CHUNK": 512}, 0.5)
+    tab.save()
+    data = json.loads(tuning.export_shipped(cpu).read_text())
+    assert sorted(data["ops"]) == ["paged_attention", "topk_topp_sampling"]
+    # `tune --export-only`: the same, timing nothing
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    tuning.add_tune_arguments(parser)
+    data["ops"].pop("paged_attention")
+    path.write_text(json.dumps(data))
+    assert tuning.run_tune(parser.parse_args(["--device", "cpu", "--export-only"])) == 0
+    assert sorted(json.loads(path.read_text())["ops"]) == ["topk_topp_sampling"]
+
+
+def test_precompile_worker_runs_each_config_of_its_slice():
+    """`tune --jobs N` compiles a shape's configs in worker processes, each taking a slice of the
+    search space (the CPU interpreter here: it runs them)."""
+    from ascend_kernels import tuning
+    from ascend_kernels.launcher import autotune, op
+
+    shape = runner.load_suite("quick")["ops"]["reshape_and_cache"][0]
+    n = len(autotune.search_space(op.get("reshape_and_cache"), "cpu"))
+    assert tuning._compile_some(("reshape_and_cache", shape, "cpu", "float16", 1, 2)) == min(2, n - 1)
+
+
 def test_flash_window_case_without_causal_flag_checks_ok():
     """sliding_window=W is (W - 1, 0) for every provider, so a suite case that also says
     causal: false is judged against the same band our op computes."""

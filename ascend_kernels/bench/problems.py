@@ -50,7 +50,8 @@ def paged_attention(shape: dict, device, dtype):
 def flash_attention(shape: dict, device, dtype):
     """batch sequences of `seqlen` queries against `seqlen + context` keys each (the queries
     are the last ones), heads, kv_heads, head_size; varlen, or paged with `block_size` (shuffled
-    pages); optional causal (True), window, softcap, lse."""
+    pages; optional cache_dtype int8/fp8: random codes, per-tensor scales of 0.05); optional
+    causal (True), window, softcap, lse."""
     b, sq, h, d = shape["batch"], int(shape["seqlen"]), shape["heads"], shape["head_size"]
     sk, kvh, bs = sq + int(shape.get("context", 0)), shape.get("kv_heads", h), shape.get("block_size", 0)
     q = torch.randn(b * sq, h, d, device=device, dtype=dtype)
@@ -59,9 +60,12 @@ def flash_attention(shape: dict, device, dtype):
               softcap=float(shape.get("softcap") or 0.0), return_lse=bool(shape.get("lse", False)))
     if bs:
         nb = -(-sk // bs)
-        k, v = (torch.randn(b * nb, bs, kvh, d, device=device, dtype=dtype) for _ in range(2))
+        cache_dtype = getattr(torch, shape.get("cache_dtype") or "", None) or dtype
+        k, v = (torch.randn(b * nb, bs, kvh, d, device=device, dtype=dtype).to(cache_dtype) for _ in range(2))
         kw.update(block_table=torch.randperm(b * nb, device=device).to(torch.int32).reshape(b, nb),
                   seqused_k=torch.full((b,), sk, device=device, dtype=torch.int32))
+        if cache_dtype.itemsize == 1:
+            kw.update(k_scale=torch.full((1,), 0.05, device=device), v_scale=torch.full((1,), 0.05, device=device))
     else:
         k, v = (torch.randn(b * sk, kvh, d, device=device, dtype=dtype) for _ in range(2))
         kw.update(cu_seqlens_k=torch.arange(0, b + 1, device=device, dtype=torch.int32) * sk)

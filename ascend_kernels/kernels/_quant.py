@@ -43,6 +43,69 @@ def load_dequant(ptrs, mask, scale, QUANT: tl.constexpr):
 
 
 @triton.jit
+def _bytes_to_fp16(x, asm: tl.constexpr):
+    # Four 8-bit codes per 32-bit register in, two fp16x2 registers out. Not marked pure: that
+    # keeps the compiler from moving the tile's layout change for the dot ahead of the
+    # conversion, where it reads 8-bit codes from shared memory a byte at a time (the V tile,
+    # which the dot reads transposed), instead of fp16 ones with ldmatrix.
+    return tl.inline_asm_elementwise(asm=asm, constraints="=r,=r,r", args=[x], dtype=tl.float16,
+                                     is_pure=False, pack=4)
+
+
+@triton.jit
+def cache_codes_to_fp16(x):
+    """Exact int8 / fp8 codes -> fp16 (CUDA only). int8 by integer ops: the byte x + 128 (x ^ 0x80)
+    goes into the mantissa of fp16 1024.0 (bits 0x6400), then 1152.0 is subtracted. fp8 by the
+    packed hardware conversion (two codes per instruction), not fp8 -> fp16 -> bf16."""
+    if x.dtype == tl.int8:
+        y = _bytes_to_fp16(x, """{
+        .reg .b32 t, m;
+        xor.b32 t, $2, 0x80808080;
+        mov.b32 m, 0x64806480;
+        prmt.b32 $0, t, 0x64646464, 0x5140;
+        prmt.b32 $1, t, 0x64646464, 0x7362;
+        sub.f16x2 $0, $0, m;
+        sub.f16x2 $1, $1, m;
+        }""")
+    elif x.dtype == tl.float8e5:
+        y = _bytes_to_fp16(x, """{
+        .reg .b16 lo, hi;
+        mov.b32 {lo, hi}, $2;
+        cvt.rn.f16x2.e5m2x2 $0, lo;
+        cvt.rn.f16x2.e5m2x2 $1, hi;
+        }""")
+    else:
+        y = _bytes_to_fp16(x, """{
+        .reg .b16 lo, hi;
+        mov.b32 {lo, hi}, $2;
+        cvt.rn.f16x2.e4m3x2 $0, lo;
+        cvt.rn.f16x2.e4m3x2 $1, hi;
+        }""")
+    return y
+
+
+@triton.jit
+def fp16_operand(x):
+    """A query tile as an fp16 dot operand, and the power of two it was divided by to stay in
+    fp16's range (1 unless some |x| > 2^14; exact otherwise: fp16 holds every bf16 mantissa)."""
+    xf = x.to(tl.float32)
+    amax = tl.max(tl.max(tl.abs(xf), 1), 0)
+    div = tl.where(amax > 16384.0, tl.exp2(tl.ceil(tl.log2(amax * (1.0 / 16384.0)))), 1.0)
+    return (xf / div).to(tl.float16), div
+
+
+@triton.jit
+def cache_tile_as(x, dtype: tl.constexpr, QUANT: tl.constexpr, FP16_DOTS: tl.constexpr):
+    """A quantized cache tile as the dots' operand dtype (exact for int8 and fp8 codes). With
+    FP16_DOTS (CUDA) the dots run in fp16 and the codes convert through cache_codes_to_fp16."""
+    if FP16_DOTS:
+        y = cache_codes_to_fp16(x)
+    else:
+        y = x.to(dtype)
+    return y
+
+
+@triton.jit
 def load_scale(scale_ptr, heads, mask, QUANT: tl.constexpr, PER_HEAD: tl.constexpr):
     """The scale of kv head(s) `heads` (a scalar or an index tensor, e.g. [BLOCK_H, 1]):
     scale_ptr[heads] for a per-head [num_kv_heads] scale, scale_ptr[0] (a scalar) for a

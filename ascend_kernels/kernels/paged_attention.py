@@ -8,8 +8,9 @@ length (loaded from seq_lens on the device): block-table entries past the length
 and every block-table index is clamped into the row (a masked load may lower to an unmasked one).
 The next step's page ids are loaded one step ahead, so the K/V loads never wait on them.
 
-Quantized caches (int8; fp8 on CUDA): the tiles are converted to the query's dtype (exact for
-int8 and fp8 in fp16/bf16) and the per-tensor or per-kv-head scales, constant over a task,
+Quantized caches (int8; fp8 on CUDA): the tiles are converted to the dots' dtype (exact for
+int8 and fp8 in fp16/bf16: the query's dtype, or fp16 on CUDA, where int8 converts by integer
+ops, see _quant.cache_tile_as) and the per-tensor or per-kv-head scales, constant over a task,
 are folded in: k_scale into the softmax scale, v_scale into the output. Same result as
 dequantizing every tile, without a multiply per element in the loop.
 
@@ -26,7 +27,7 @@ pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch
 import triton
 import triton.language as tl
 
-from ._quant import load_scale
+from ._quant import cache_tile_as, fp16_operand, load_scale
 from ._softmax import LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step
 
 
@@ -64,6 +65,7 @@ def paged_attention_kernel(
     DOT_FP32: tl.constexpr,      # interpreter: bf16 tl.dot is wrong there, dot in fp32
     QUANT: tl.constexpr,         # _quant.QUANT_*: the caches' encoding
     SCALE_PER_HEAD: tl.constexpr,
+    FP16_DOTS: tl.constexpr,     # CUDA, quantized caches: dots in fp16 (_quant.cache_tile_as)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -109,10 +111,13 @@ def paged_attention_kernel(
         heads = kv_head * GQA + offs_m
         q_ptrs = q_ptr + seq64 * q_stride_s + heads[:, None] * q_stride_h + offs_d[None, :]
         q = tl.load(q_ptrs, mask=mask_m[:, None] & mask_d[None, :], other=0.0)
-        if DOT_FP32:
-            q = q.to(tl.float32)
         # quantized caches: k_scale folds into the scores' scale, v_scale into the output
         qk_scale = scale * load_scale(k_scale_ptr, kv_head, True, QUANT, SCALE_PER_HEAD)
+        if DOT_FP32:
+            q = q.to(tl.float32)
+        elif FP16_DOTS:
+            q, q_div = fp16_operand(q)
+            qk_scale *= q_div
         v_scale = load_scale(v_scale_ptr, kv_head, True, QUANT, SCALE_PER_HEAD)
         if USE_ALIBI:
             slopes = tl.load(alibi_ptr + heads, mask=mask_m, other=0.0)
@@ -155,9 +160,9 @@ def paged_attention_kernel(
                 k_ptrs = k_base + pages[:, None] * k_stride_b + t_in[:, None] * k_stride_s + offs_d[None, :]
                 v_ptrs = v_base + pages[:, None] * v_stride_b + t_in[:, None] * v_stride_s + offs_d[None, :]
             kv_mask = row_ok[:, None] & mask_d[None, :]
-            # as q's dtype: int8/fp8 tiles are converted (exactly), fp32 under DOT_FP32
-            k = tl.load(k_ptrs, mask=kv_mask, other=0.0).to(q.dtype)
-            v = tl.load(v_ptrs, mask=kv_mask, other=0.0).to(q.dtype)
+            # as the dots' dtype: int8/fp8 tiles are converted (exactly), fp32 under DOT_FP32
+            k = cache_tile_as(tl.load(k_ptrs, mask=kv_mask, other=0.0), q.dtype, QUANT, FP16_DOTS)
+            v = cache_tile_as(tl.load(v_ptrs, mask=kv_mask, other=0.0), q.dtype, QUANT, FP16_DOTS)
             s = tl.dot(q, tl.trans(k))
             if SOFTCAP > 0:
                 s = apply_softcap(s * qk_scale, SOFTCAP)

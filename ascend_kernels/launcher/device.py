@@ -139,8 +139,8 @@ def default_device() -> torch.device:
     return torch.device("cpu")
 
 
-def dots_in_fp32(backend: str) -> bool:
-    """The DOT_FP32 constexpr of the attention kernels (see backends/cpu)."""
+def backend_flag(backend: str, name: str) -> bool:
+    """A kernel-shaping flag of a backend's module (DOTS_IN_FP32, QUANT_DOTS_FP16), False if unset."""
     from .. import backends
 
-    return getattr(backends.get(backend), "DOTS_IN_FP32", False)
+    return bool(getattr(backends.get(backend), name, False))

@@ -74,6 +74,15 @@ def _direct_runner(compiled, grid: tuple):
     return run
 
 
+def _rebased(desc, base: torch.Tensor):
+    """A host tensor descriptor like `desc` over `base` (same shape, strides and block; the
+    signature guarantees them): a copy of its fields, without the dataclass's checks."""
+    new = object.__new__(type(desc))
+    new.__dict__.update(desc.__dict__)
+    new.base = base
+    return new
+
+
 def _params(kernel) -> list:
     """(name, is_constexpr) of each kernel parameter, in order."""
     return [(p.name, bool(p.is_constexpr)) for p in kernel.params]
@@ -143,10 +152,16 @@ class Replay:
                 self.descs.append((i, fields.get(id(v.base)), v))
         self.launch = launch
         self.runner = None
+        # CUDA: tensors go to the launcher as their addresses, which it takes as they are; a
+        # tensor costs it a data_ptr() call and a cuPointerGetAttribute driver call (whether the
+        # address is device memory: the signature's device already says so)
+        self.as_address = False
         if compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
                 and hasattr(launch.kernel, "params"):
             grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
-            self.runner = _direct_runner(compiled, grid) or compiled[grid]
+            self.runner = _direct_runner(compiled, grid)
+            self.as_address = self.runner is not None and _device.backend_of(problem) == "cuda"
+            self.runner = self.runner or compiled[grid]
             # keep only what the compiled kernel's launcher takes, in its order
             constexpr = [c for _, c in _params(launch.kernel)]
             keep = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]
@@ -158,12 +173,18 @@ class Replay:
 
     def __call__(self, problem: Any, scratch: list) -> None:
         vals = self.template[:]
-        for i, f in self.fields:
-            vals[i] = getattr(problem, f)
+        if self.as_address:
+            for i, f in self.fields:
+                vals[i] = getattr(problem, f).data_ptr()
+            for i, j in self.scratch_at:
+                vals[i] = scratch[j].data_ptr()
+        else:
+            for i, f in self.fields:
+                vals[i] = getattr(problem, f)
+            for i, j in self.scratch_at:
+                vals[i] = scratch[j]
         for i, f, desc in self.descs:
-            vals[i] = dataclasses.replace(desc, base=getattr(problem, f))
-        for i, j in self.scratch_at:
-            vals[i] = scratch[j]
+            vals[i] = _rebased(desc, getattr(problem, f))
         if self.runner is not None:
             self.runner(*vals)
         else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..kernels import _quant
+from ..launcher.device import backend_flag
 from ._common import FLOAT_DTYPES, check_tensor
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
@@ -48,6 +49,12 @@ def check_scales(cache_dtype: torch.dtype, k_scale, v_scale, num_kv_heads: int, 
 def scale_per_head(scale) -> bool:
     """The SCALE_PER_HEAD constexpr: a tensor scale of more than one element (from its shape)."""
     return isinstance(scale, torch.Tensor) and scale.numel() > 1
+
+
+def cache_constexprs(cache_dtype: torch.dtype, k_scale, backend: str) -> dict:
+    """The attention kernels' dot and quantization constexprs for a cache of `cache_dtype`."""
+    return dict(DOT_FP32=backend_flag(backend, "DOTS_IN_FP32"),
+                QUANT=QUANT_OF.get(cache_dtype, _quant.QUANT_NONE), SCALE_PER_HEAD=scale_per_head(k_scale))
 
 
 def fresh_scale(name: str):

@@ -14,13 +14,14 @@ from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import flash_attention as ref
-from ._cache import FP8_DTYPES, QUANT_OF, check_scales, fresh_scale, scale_per_head
+from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale
 from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
                       dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
                       softmax_scale_of)
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 ATTN_DTYPES = HALF_DTYPES + (torch.float32,)
+TMA_MIN_TOKENS = 256  # query tokens from which K/V go through tensor descriptors (CUDA Hopper+)
 KV_DTYPES = ATTN_DTYPES + tuple(QUANT_OF)  # int8 / fp8: a quantized paged cache
 MAX_HEAD_SIZE = 256
 
@@ -216,7 +217,11 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         kt, kh, kb = k.stride(0), k.stride(1), 0
         vt, vh, vb = v.stride(0), v.stride(1), 0
     block_d = max(16, next_pow2(p.head_size))
-    descs = _tma_descriptors(p, constexprs["BLOCK_N"], block_d) if backend == "cuda" else None
+    # tensor descriptors cost the host about 7 us per call (two descriptors to build and encode:
+    # H200, bench/results/h200/host_time.md), more than they save a prefill of a few hundred
+    # tokens; the config's USE_TMA False turns them off for any size
+    use_tma = backend == "cuda" and q.shape[0] >= TMA_MIN_TOKENS and config.get("USE_TMA", True)
+    descs = _tma_descriptors(p, constexprs["BLOCK_N"], block_d) if use_tma else None
     k_desc, v_desc = descs or (k, v)  # unread without USE_TMA
     args = dict(
         q_ptr=q, k_ptr=k, v_ptr=v, k_desc=k_desc, v_desc=v_desc, out_ptr=out, lse_ptr=lse,
@@ -233,8 +238,8 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         NUM_KV_HEADS=p.num_kv_heads, GQA=gqa, HEAD_SIZE=p.head_size,
         BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.return_lse,
-        DOT_FP32=_device.dots_in_fp32(backend), USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks,
-        QUANT=p.quant, SCALE_PER_HEAD=scale_per_head(p.k_scale))
+        USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks,
+        **cache_constexprs(p.k.dtype, p.k_scale, backend))
     return [Launch(kern.flash_attention_kernel, grid, args, constexprs, options)]
 
 

@@ -7,15 +7,15 @@ from typing import Optional, Union
 
 import torch
 
-from ..kernels import _quant
 from ..kernels import paged_attention as kern
 from ..launcher import device as _device
+from ..launcher.device import backend_flag
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import paged_attention as ref
-from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_kv_caches, check_scales, fresh_scale,
-                     scale_per_head)
+from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, cache_constexprs, check_kv_caches, check_scales,
+                     fresh_scale)
 from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_float, check_int,
                       check_same_device, check_tensor, dtype_name, first_bad, next_pow2,
                       not_contiguous_in_last_dim, softmax_scale_of)
@@ -175,8 +175,11 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         k_stride_h=kc.stride(2), v_stride_b=vc.stride(0), v_stride_s=vc.stride(1), v_stride_h=vc.stride(2),
         bt_stride_s=p.block_table.stride(0) if d["max_blocks"] else 0, o_stride_s=target.stride(0), o_stride_h=target.stride(1))
     constexprs = dict(pl["constexprs"], SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None,
-                      DOT_FP32=_device.dots_in_fp32(backend),
-                      QUANT=QUANT_OF.get(kc.dtype, _quant.QUANT_NONE), SCALE_PER_HEAD=scale_per_head(p.k_scale))
+                      # quantized caches on CUDA: dots in fp16 (kernels/_quant.cache_tile_as); the
+                      # config's FP16_DOTS False keeps them in the query's dtype
+                      FP16_DOTS=kc.dtype in QUANT_OF and backend_flag(backend, "QUANT_DOTS_FP16")
+                      and bool(config.get("FP16_DOTS", True)),
+                      **cache_constexprs(kc.dtype, p.k_scale, backend))
     launches = [Launch(kern.paged_attention_kernel, (pl["grid"],), args, constexprs, options)]
     if ns > 1:
         merge = dict(part_ptr=target, lse_ptr=lse, out_ptr=out, num_rows=s * h, num_heads=h,

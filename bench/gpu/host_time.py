@@ -8,7 +8,9 @@ end (what an eager engine step pays per call). Only the public API is used, so t
 times any version of the package on PYTHONPATH.
 """
 import argparse
+import contextlib
 import json
+import os
 import time
 
 import torch
@@ -16,6 +18,8 @@ import triton
 import triton.language as tl
 
 import ascend_kernels as ak
+from ascend_kernels.launcher.launch import DIRECT_ENV
+from ascend_kernels.launcher.op import force_config
 from bench.gpu._timing import graph_of, median_ms
 
 DEV = "cuda"
@@ -73,8 +77,21 @@ def sampling_inputs(batch, vocab):
     return logits, seeds
 
 
+@contextlib.contextmanager
+def env_set(name, value):
+    old = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[name]
+        else:
+            os.environ[name] = old
+
+
 def calls():
-    """(name, eager small call, graph-replay acceptance call)."""
+    """(name, eager small call, graph-replay acceptance call[, context to time it in])."""
     x = torch.zeros(1, device=DEV)
     k, v, kc, vc, slots = rac_inputs(16)
     flat_k, flat_v = kc.view(-1, *kc.shape[2:]), vc.view(-1, *vc.shape[2:])
@@ -96,6 +113,16 @@ def calls():
            lambda: ak.flash_attention(Fq, Fk, Fv, cu_seqlens_q=Fcu, max_seqlen_q=4096, out=Fout))
     yield ("topk_topp_sampling", lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds),
            lambda: ak.topk_topp_sampling(blogits, top_k=50, top_p=0.9, seeds=bseeds))
+    # variants of the small calls (eager only, timed inside the context): what a launch choice
+    # costs on the host
+    yield ("reshape_and_cache through Triton's launcher (DIRECT_LAUNCH=0)",
+           lambda: ak.reshape_and_cache(k, v, kc, vc, slots), None, env_set(DIRECT_ENV, "0"))
+    yield ("paged_attention, one launch (no split-KV)",
+           lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
+           force_config("paged_attention", {"grid_num_splits": 1}))
+    yield ("flash_attention, pointer loads (no tensor descriptors)",
+           lambda: ak.flash_attention(fq, fk, fv, cu_seqlens_q=fcu, max_seqlen_q=64, out=fout), None,
+           force_config("flash_attention", {"USE_TMA": False}))
 
 
 def main():
@@ -104,8 +131,9 @@ def main():
     ap.add_argument("--json")
     args = ap.parse_args()
     rows = []
-    for name, eager, accept in calls():
-        row = {"label": args.label, "call": name, "host_us_per_call": per_call_us(eager)}
+    for name, eager, accept, *ctx in calls():
+        with ctx[0] if ctx else contextlib.nullcontext():
+            row = {"label": args.label, "call": name, "host_us_per_call": per_call_us(eager)}
         if accept is not None:
             row["graph_replay_ms"] = median_ms(graph_of(accept).replay)
         rows.append(row)

@@ -299,6 +299,24 @@ def make_paged(lens, kv_heads: int, head_size: int, block_size: int, device, dty
     return key_cache, value_cache, table, seq_lens
 
 
+def quantize_caches(x: dict, cache_dtype) -> None:
+    """Quantized copies of x's key_cache / value_cache for ours (int8 / fp8 codes with
+    per-kv-head scales, amax / code max) as key_codes / value_codes / k_scale / v_scale; the
+    bf16 caches become the codes dequantized, so that the oracle and the peers see exactly the
+    values ours reads. No cache_dtype: nothing changes."""
+    if not cache_dtype:
+        return
+    dtype = getattr(torch, cache_dtype)
+    code_max = 127.0 if dtype == torch.int8 else torch.finfo(dtype).max
+    for name, scale in (("key", "k_scale"), ("value", "v_scale")):
+        cache = x[f"{name}_cache"]
+        x[scale] = cache.float().abs().amax(dim=(0, 1, 3)).clamp_min(1e-6) / code_max
+        y = cache.float() / x[scale][:, None]
+        codes = (y.round().clamp(-128, 127) if dtype == torch.int8 else y.clamp(-code_max, code_max)).to(dtype)
+        x[f"{name}_codes"] = codes
+        x[f"{name}_cache"] = (codes.float() * x[scale][:, None]).to(cache.dtype)
+
+
 def gather_pages(cache, block_table, n_tokens: int, start: int = 0):
     """[B, n_tokens, Hkv, D]: tokens start..start+n_tokens of every sequence, read through the
     block table (equal lengths)."""

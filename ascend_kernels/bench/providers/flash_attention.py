@@ -2,7 +2,8 @@
 
 Shape keys: q_heads, kv_heads, head_size, batch, seq_len (queries per sequence), kv_len
 (keys per sequence, default seq_len: > seq_len is a chunked prefill over a cached prefix),
-paged (bool), block_size (paged), causal (default true), and sliding_window / softcap from
+paged (bool), block_size (paged), cache_dtype (paged: int8 / float8_e4m3fn, read by ours with
+per-kv-head scales, by the peers dequantized), causal (default true), and sliding_window / softcap from
 the model. Sequences in a case have equal lengths, so the SDPA peers can run them as
 [B, H, S, D].
 """
@@ -32,6 +33,8 @@ def label(s: dict) -> str:
     extra = f" kv={sk}" if sk != sq else ""
     if s.get("paged"):
         extra += f" paged bs={s['block_size']}"
+        if s.get("cache_dtype"):
+            extra += f" cache={s['cache_dtype']}"
     if s.get("sliding_window"):
         extra += f" win={s['sliding_window']}"
     if s.get("softcap"):
@@ -49,6 +52,7 @@ def tune_shape(s: dict) -> dict:
          "causal": bool(s.get("causal", True)), "softcap": float(s.get("softcap") or 0.0)}
     if s.get("paged"):
         t["block_size"] = s["block_size"]
+        t["cache_dtype"] = s.get("cache_dtype")
     if s.get("sliding_window"):
         t["window"] = s["sliding_window"]
     return t
@@ -71,6 +75,7 @@ def make_inputs(s: dict, device, dtype) -> dict:
     if x["paged"]:
         kc, vc, table, lens = _attn.make_paged([sk] * b, hkv, d, s["block_size"], device, dtype)
         x.update(key_cache=kc, value_cache=vc, block_table=table, seq_lens=lens)
+        _attn.quantize_caches(x, s.get("cache_dtype"))
     else:
         x["k"] = randn((b * sk, hkv, d), device, dtype)
         x["v"] = randn((b * sk, hkv, d), device, dtype)
@@ -125,6 +130,9 @@ def _build_ours(x, s):
     if x["paged"]:
         kw.update(seqused_k=x["seq_lens"], max_seqlen_k=x["sk"], block_table=x["block_table"])
         kc, vc = x["key_cache"], x["value_cache"]
+        if "key_codes" in x:  # a quantized cache (the peers read it dequantized)
+            kc, vc = x["key_codes"], x["value_codes"]
+            kw.update(k_scale=x["k_scale"], v_scale=x["v_scale"])
         return lambda: ascend_kernels.flash_attention(q, kc, vc, **kw)
     kw.update(cu_seqlens_k=x["cu_k"], max_seqlen_k=x["sk"])
     k, v = x["k"], x["v"]

@@ -1,7 +1,8 @@
 """paged_attention (decode): one query token per sequence against a paged KV cache.
 
 Shape keys: q_heads, kv_heads, head_size, batch, context (tokens per sequence), block_size,
-and optionally sliding_window, softcap (from the model).
+and optionally sliding_window, softcap (from the model), cache_dtype (int8 / float8_e4m3fn:
+ours reads a quantized cache with per-kv-head scales; the peers read it dequantized).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ def label(s: dict) -> str:
         extra += f" win={s['sliding_window']}"
     if s.get("softcap"):
         extra += f" cap={s['softcap']:g}"
+    if s.get("cache_dtype"):
+        extra += f" cache={s['cache_dtype']}"
     return (f"{s.get('model', '?')} B={s['batch']} ctx={s['context']} H={s['q_heads']}/{s['kv_heads']} "
             f"D={s['head_size']} bs={s['block_size']}{extra}")
 
@@ -32,7 +35,8 @@ def label(s: dict) -> str:
 def tune_shape(s: dict) -> dict:
     """The case in paged_attention's make_problem / ascend_cases vocabulary."""
     return {"model": s.get("model"), "seqs": s["batch"], "heads": s["q_heads"], "kv_heads": s["kv_heads"],
-            "head_size": s["head_size"], "block_size": s["block_size"], "context": s["context"]}
+            "head_size": s["head_size"], "block_size": s["block_size"], "context": s["context"],
+            "cache_dtype": s.get("cache_dtype")}
 
 
 def make_inputs(s: dict, device, dtype) -> dict:
@@ -40,9 +44,11 @@ def make_inputs(s: dict, device, dtype) -> dict:
     kc, vc, table, seq_lens = _attn.make_paged(lens, s["kv_heads"], s["head_size"], s["block_size"],
                                                device, dtype)
     query = randn((len(lens), s["q_heads"], s["head_size"]), device, dtype)
-    return {"query": query, "key_cache": kc, "value_cache": vc, "block_table": table,
-            "seq_lens": seq_lens, "scale": _attn.softmax_scale(s), "window_left": _window(s),
-            "softcap": float(s.get("softcap") or 0.0), "sliding_window": s.get("sliding_window")}
+    x = {"query": query, "key_cache": kc, "value_cache": vc, "block_table": table,
+         "seq_lens": seq_lens, "scale": _attn.softmax_scale(s), "window_left": _window(s),
+         "softcap": float(s.get("softcap") or 0.0), "sliding_window": s.get("sliding_window")}
+    _attn.quantize_caches(x, s.get("cache_dtype"))
+    return x
 
 
 def oracle(x: dict) -> torch.Tensor:
@@ -63,7 +69,7 @@ def check(out, expected, x) -> tuple[bool, str]:
 
 
 def cost(s: dict, dtype) -> tuple[float, float]:
-    es = torch.empty((), dtype=dtype).element_size()
+    es = torch.empty((), dtype=getattr(torch, s.get("cache_dtype") or "", dtype)).element_size()
     w = s.get("sliding_window")
     keys = min(s["context"], w) if w else s["context"]
     b, h, hkv, d = s["batch"], s["q_heads"], s["kv_heads"], s["head_size"]
@@ -75,8 +81,12 @@ def cost(s: dict, dtype) -> tuple[float, float]:
 def _build_ours(x, s):
     import ascend_kernels
 
-    q, kc, vc, table, lens = x["query"], x["key_cache"], x["value_cache"], x["block_table"], x["seq_lens"]
+    q, table, lens = x["query"], x["block_table"], x["seq_lens"]
     kwargs = {"scale": x["scale"], "sliding_window": x["sliding_window"], "softcap": x["softcap"]}
+    kc, vc = x["key_cache"], x["value_cache"]
+    if "key_codes" in x:  # a quantized cache (the peers read it dequantized)
+        kc, vc = x["key_codes"], x["value_codes"]
+        kwargs.update(k_scale=x["k_scale"], v_scale=x["v_scale"])
     return lambda: ascend_kernels.paged_attention(q, kc, vc, table, lens, **kwargs)
 
 
