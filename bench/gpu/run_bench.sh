@@ -8,7 +8,7 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1 ASCEND_KERNELS_CACHE_DIR=/tmp/akcache
 r=$OUT/bench; mkdir -p $r
 # flash_attention: the SDPA peers only (compiling flex_attention per case and the fp32 reference
 # at 16k tokens would not fit the call)
-for op_limit in reshape_and_cache:45 paged_attention:110 topk_topp_sampling:80 flash_attention:170; do
+for op_limit in reshape_and_cache:40 paged_attention:100 topk_topp_sampling:70 flash_attention:140; do
     op=${op_limit%:*}; limit=${op_limit#*:}
     only=""; [ $op = flash_attention ] && only="--providers triton triton-heuristic sdpa-cudnn sdpa-flash gather+sdpa"
     /usr/bin/time -f "$op: bench wall %e s (limit $limit s)" timeout $limit \
@@ -17,6 +17,6 @@ for op_limit in reshape_and_cache:45 paged_attention:110 topk_topp_sampling:80 f
 done
 grep wall $r/bench.err
 timeout 45 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; cat $r/host.md
-timeout 110 python -m ascend_kernels.cli bench --suite e2e --no-progress --results $r/e2e > $r/e2e.log 2>&1
+timeout 80 python -m ascend_kernels.cli bench --suite e2e --no-progress --results $r/e2e > $r/e2e.log 2>&1
 tail -3 $r/e2e.log
 tar czf $OUT/bench.tgz -C $OUT bench

@@ -8,7 +8,7 @@ set -x
 export PYTHONPATH=. PYTHONUNBUFFERED=1 ASCEND_KERNELS_CACHE_DIR=/tmp/akcache
 r=$OUT/tune; mkdir -p $r
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $r/gpu.txt
-for op_limit in paged_attention:120 topk_topp_sampling:70 reshape_and_cache:30 flash_attention:160; do
+for op_limit in paged_attention:110 topk_topp_sampling:60 reshape_and_cache:25 flash_attention:150; do
     op=${op_limit%:*}; limit=${op_limit#*:}
     /usr/bin/time -f "$op: tune wall %e s (limit $limit s)" timeout $limit \
         python -m ascend_kernels.cli tune --suite full --op $op --no-progress --jobs 15 > $r/tune_$op.md 2>> $r/tune.err
