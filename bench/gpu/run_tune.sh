@@ -1,8 +1,8 @@
 # One device call (CUDA), about 9 minutes: tune every op over the full suite (one tune command
 # per op, each inside its own time limit, its configs compiled by 15 processes first), export
 # the shipped file from the tuning cache, then the acceptance suite and the quantized-cache
-# check on the tuned configs, and where the eager host time goes (host_profile.py). Everything
-# lands in $OUT/tune.tgz.
+# check on the tuned configs, eager host time per call (host_time.py) and where it goes
+# (host_profile.py). Everything lands in $OUT/tune.tgz.
 #   bash bench/gpu/run_tune.sh
 set -x
 export PYTHONPATH=. PYTHONUNBUFFERED=1 ASCEND_KERNELS_CACHE_DIR=/tmp/akcache
@@ -20,5 +20,6 @@ timeout 60 python -m ascend_kernels.cli bench --suite bench/gpu/acceptance.yaml 
     --results $r/acceptance --stream $r/acceptance.jsonl > $r/acceptance.log 2>&1
 tail -4 $r/acceptance.log
 timeout 35 python bench/gpu/quant_check.py > $r/quant.md 2>&1; tail -9 $r/quant.md
+timeout 45 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; cat $r/host.md
 timeout 40 python bench/gpu/host_profile.py > $r/profile.txt 2>&1
 tar czf $OUT/tune.tgz -C $OUT tune
