@@ -274,3 +274,16 @@ def test_tuned_off_runs_the_heuristic(monkeypatch):
     monkeypatch.setenv("ASCEND_KERNELS_TUNED", "0")
     config, source = autotune.get_config(defn, "cpu", p)
     assert config == autotune.heuristic_config(defn, "cpu", p) and "ASCEND_KERNELS_TUNED=0" in source
+
+
+def test_replayed_tensor_descriptor_keeps_everything_but_its_base():
+    """A replay re-bases the first call's host tensor descriptors without the dataclass's
+    checks: the copy must equal a descriptor built afresh over the new tensor."""
+    td = pytest.importorskip("triton.tools.tensor_descriptor")
+    from ascend_kernels.launcher.launch import _rebased
+
+    a, b = torch.randn(64, 32), torch.randn(64, 32)
+    desc = td.TensorDescriptor(a, [64, 32], [32, 1], [16, 32])
+    new = _rebased(desc, b)
+    assert new == td.TensorDescriptor(b, [64, 32], [32, 1], [16, 32]) and new.base is b
+    assert desc.base is a  # the first call's descriptor is left as it was
