@@ -1,7 +1,6 @@
 """flash_attention on one CUDA GPU under CUDA-graph replay: prefill against torch SDPA (cuDNN),
 the GQA layouts (one query head per task vs the group packed into the M tile), and chunked
-prefill over an int8 paged cache against the same over a bf16 cache (int8 with the dots in fp16,
-the CUDA default, and in bf16: FP16_DOTS False).
+prefill over an int8 paged cache against the same over a bf16 cache.
 
     PYTHONPATH=. python3 bench/gpu/flash_check_quant.py
 
@@ -106,9 +105,7 @@ def chunked_prefill(rows):
         if dtype == torch.int8:
             scales = {f"{n}_scale": x.float().abs().amax(dim=(0, 1, 3)) / 127 for n, x in (("k", k), ("v", v))}
         ak.reshape_and_cache(k.reshape(-1, kvh, D), v.reshape(-1, kvh, D), kc, vc, slots, **scales)
-        variants = LAYOUTS if dtype != torch.int8 else LAYOUTS + tuple(
-            (f"{name}, dots in bf16", dict(config, FP16_DOTS=False)) for name, config in LAYOUTS)
-        for name, config in variants:
+        for name, config in LAYOUTS:
             with force_config("flash_attention", config):
                 ms, o = timed(lambda: ak.flash_attention(q, kc, vc, cu_seqlens_q=cu, max_seqlen_q=chunk,
                                                          seqused_k=used, block_table=table, out=out,
