@@ -13,6 +13,8 @@ import argparse
 import json
 import multiprocessing
 import os
+import signal
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -35,8 +37,8 @@ def add_tune_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"], help="override the suite's dtype")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--jobs", type=int, default=None,
-                   help="processes that compile the configs before the timing (default: the CPU "
-                        "count less one on a GPU/NPU; 1 compiles while timing)")
+                   help="processes that compile the configs ahead of the timing loop (default: the "
+                        "CPU count less two on a GPU/NPU; 1: the timing loop compiles)")
 
 
 def tune_advice(backend: str) -> tuple[bool, str]:
@@ -53,43 +55,38 @@ def tune_advice(backend: str) -> tuple[bool, str]:
                   f"suite's shapes and stores the best configs in the tuning cache")
 
 
-def _compile_some(task: tuple) -> int:
-    """Worker of `precompile`: launch each of the given configs once for one suite shape (which
-    compiles it into Triton's on-disk cache); returns how many ran."""
+def _compile_slice(task: tuple) -> int:
+    """Worker of `tune --jobs`: compile a slice of the search space for one suite shape into
+    Triton's on-disk cache, launching nothing (the device stays the timing loop's); returns how
+    many configs compiled."""
     op, shape, device, dtype, first, count = task
     spec = _op.get(op)
     t = prov.op_module(op).tune_shape(shape)
     problem = problems.make(op, t, device, getattr(torch, t["dtype"]) if "dtype" in t else getattr(torch, dtype))
     if autotune.tuned_before(spec, problem.device.type, problem) is not None:
         return 0
-    ran = 0
+    done = 0
     for config in autotune.search_space(spec, problem.device.type)[first:first + count]:
         try:
-            autotune.run_config(spec, problem, config)
-            ran += 1
+            for launch in spec.launches(problem, config, problem.device.type):
+                launch.compile()
+            done += 1
         except Exception:  # the timing loop reports it
             pass
-    if problem.device.type == "cuda":
-        torch.cuda.synchronize()  # a fault surfaces here, in the worker
-    return ran
+    return done
 
 
-def precompile(work: list, device: torch.device, dtype: torch.dtype, jobs: int, progress: bool) -> None:
-    """Compile every config of every suite shape in `jobs` processes before the timing loop, so
-    that it finds them in Triton's on-disk cache (compiling, not timing, is most of a tuning
-    run; compiling needs CPUs, timing the device alone). Shapes of one tuning key share the work
-    through that cache."""
-    tasks = []
+def _compile_ahead(pool, work: list, device: torch.device, dtype: torch.dtype, jobs: int) -> list:
+    """Hand every suite shape's search space, in slices, to the compile workers, in the order the
+    timing loop takes the shapes; one AsyncResult per shape. Compiling, not timing, is most of a
+    tuning run: the workers compile shape i + 1 onwards while shape i is timed."""
+    pending = []
     for op, spec, _mod, shape in work:
         n = len(autotune.search_space(spec, device.type))
         step = max(1, -(-n // jobs))
-        tasks += [(op, shape, str(device), str(dtype).replace("torch.", ""), i, step) for i in range(0, n, step)]
-    bar = _progress(len(tasks), progress)
-    bar.set_description("compile")
-    with multiprocessing.get_context("spawn").Pool(jobs) as pool:
-        for _ in pool.imap_unordered(_compile_some, tasks):
-            bar.update(1)
-    bar.close()
+        tasks = [(op, shape, str(device), str(dtype).replace("torch.", ""), i, step) for i in range(0, n, step)]
+        pending.append(pool.map_async(_compile_slice, tasks))
+    return pending
 
 
 def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: torch.dtype,
@@ -105,14 +102,16 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
         mod = prov.op_module(op)
         work += [(op, spec, mod, s) for s in suite["ops"][op]]
     ok, why = _device.triton_runs_on(backend)
-    if ok and backend != "cpu" and jobs > 1:
-        precompile(work, device, dtype, jobs, progress)
+    pool = multiprocessing.get_context("spawn").Pool(jobs) if ok and backend != "cpu" and jobs > 1 else None
+    compiled = _compile_ahead(pool, work, device, dtype, jobs) if pool is not None else None
     bar = _progress(len(work), progress)
     seen = set()
     try:
-        for op, spec, mod, shape in work:
+        for i, (op, spec, mod, shape) in enumerate(work):
             bar.set_description(f"tune {op}")
             bar.update(1)
+            if compiled is not None:
+                compiled[i].wait()  # this shape's configs are compiled
             try:
                 t = mod.tune_shape(shape)
                 problem = problems.make(op, t, device, getattr(torch, t["dtype"]) if "dtype" in t else dtype)
@@ -153,6 +152,8 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
             _free(device)
     finally:
         bar.close()
+        if pool is not None:
+            pool.terminate()
     return rows
 
 
@@ -184,6 +185,9 @@ def export_shipped(device: torch.device) -> Optional[Path]:
 
 
 def run_tune(args) -> int:
+    # a run stopped by SIGTERM (a time limit) unwinds: the compile workers stop, the tuning
+    # cache keeps every key finished so far
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     device = pick_device(args.device)
     if args.export_only:
         path = export_shipped(device)
@@ -197,7 +201,7 @@ def run_tune(args) -> int:
     times, advice = tune_advice(device.type)
     if not times:
         print(f"\n{advice}. Below: each tuning key of the suite and the config a call uses now.\n")
-    jobs = args.jobs if args.jobs is not None else max(1, (os.cpu_count() or 1) - 1)
+    jobs = args.jobs if args.jobs is not None else max(1, (os.cpu_count() or 1) - 2)
     rows = tune_suite(suite, ops, device, dtype, progress=not args.no_progress, jobs=jobs)
     print("| op | key | best config | best ms | default ms | speedup over default | note |")
     print("|---|---|---|---:|---:|---:|---|")

@@ -336,15 +336,15 @@ def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
     assert sorted(json.loads(path.read_text())["ops"]) == ["topk_topp_sampling"]
 
 
-def test_precompile_worker_runs_each_config_of_its_slice():
+def test_compile_worker_takes_its_slice_of_the_search_space():
     """`tune --jobs N` compiles a shape's configs in worker processes, each taking a slice of the
-    search space (the CPU interpreter here: it runs them)."""
+    search space (under the CPU interpreter, compiling a launch is running it)."""
     from ascend_kernels import tuning
     from ascend_kernels.launcher import autotune, op
 
     shape = runner.load_suite("quick")["ops"]["reshape_and_cache"][0]
     n = len(autotune.search_space(op.get("reshape_and_cache"), "cpu"))
-    assert tuning._compile_some(("reshape_and_cache", shape, "cpu", "float16", 1, 2)) == min(2, n - 1)
+    assert tuning._compile_slice(("reshape_and_cache", shape, "cpu", "float16", 1, 2)) == min(2, n - 1)
 
 
 def test_flash_window_case_without_causal_flag_checks_ok():

@@ -44,6 +44,15 @@ class Launch:
         interpreter)."""
         return self.kernel[self.grid](**self.args, **self.constexprs, **self.options)
 
+    def compile(self) -> None:
+        """Compile without launching (`JITFunction.warmup`); under the interpreter, where there is
+        nothing to compile, run it."""
+        warmup = getattr(self.kernel, "warmup", None)
+        if warmup is None:
+            self()
+        else:
+            warmup(**self.args, **self.constexprs, **self.options, grid=self.grid)
+
 
 def _launch_hooks() -> tuple:
     try:

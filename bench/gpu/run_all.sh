@@ -1,5 +1,5 @@
 # One device call (CUDA), about 8 minutes: tune every op over the full suite (one tune command
-# per op inside its own time limit, the configs compiled by 15 processes first; a cut-short run
+# per op inside its own time limit, the configs compiled ahead of the timing by 14 processes; a cut-short run
 # keeps the keys it finished), export the shipped file from the tuning cache, the
 # quantized-cache check, eager host time per call, then the full suite per op with the tuned
 # (`triton`) and heuristic (`triton-heuristic`) configs and the peers under CUDA graphs (rows
@@ -12,7 +12,7 @@ nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $r/gpu.tx
 for op_limit in paged_attention:70 topk_topp_sampling:40 reshape_and_cache:15 flash_attention:90; do
     op=${op_limit%:*}; limit=${op_limit#*:}
     /usr/bin/time -f "$op: tune wall %e s (limit $limit s)" timeout $limit \
-        python -m ascend_kernels.cli tune --suite full --op $op --no-progress --jobs 15 > $r/tune_$op.md 2>> $r/tune.err
+        python -m ascend_kernels.cli tune --suite full --op $op --no-progress --jobs 14 > $r/tune_$op.md 2>> $r/tune.err
 done
 python -m ascend_kernels.cli tune --export-only >> $r/tune.err 2>&1
 cp ascend_kernels/tuned/cuda__nvidia-h200.json $r/
