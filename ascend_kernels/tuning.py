@@ -153,13 +153,18 @@ def tune_suite(suite: dict, ops: Optional[list], device: torch.device, dtype: to
     finally:
         bar.close()
         if pool is not None:
+            # kill the workers first: Pool.terminate alone can wait on a worker stuck in a
+            # compile (a tune stopped by its time limit hung there once on the H200)
+            for child in multiprocessing.active_children():
+                child.kill()
             pool.terminate()
     return rows
 
 
 def export_shipped(device: torch.device) -> Optional[Path]:
     """Write this device's tuned entries (current kernel sources only) as the shipped defaults,
-    over the ones already shipped for it (an op tuned in a later run replaces its own entry)."""
+    merged key by key into the ones already shipped for it (runs split by op or cut short add
+    up; a key tuned again replaces its entry)."""
     backend, name = device.type, _device.device_name(device)
     autotune.reset()
     tab = autotune.table(backend, name)
@@ -172,14 +177,21 @@ def export_shipped(device: torch.device) -> Optional[Path]:
                 spec = _op.get(op)
             except ValueError:
                 continue
-            if entry.get("source") == autotune.source_hash(spec, backend):
-                ops[op] = {k: v for k, v in entry.items() if not k.startswith("_")}
-                tuned |= is_user
+            if entry.get("source") != autotune.source_hash(spec, backend):
+                continue  # tuned for another kernel source or search space
+            merged = ops.setdefault(op, {})
+            for k, v in entry.items():  # key by key: a later run's keys replace or add
+                if isinstance(v, dict):
+                    merged[k] = {**merged.get(k, {}), **v}
+                elif not k.startswith("_"):
+                    merged[k] = v
+            tuned |= is_user
     if not tuned:
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
+    # the architecture lets another device of it (an H100 for an H200's file) read the file
     data = {"format": autotune.FORMAT, "backend": backend, "device": name,
-            "triton": _device.TRITON_VERSION, "ops": ops}
+            "arch": _device.properties(device).get("arch"), "triton": _device.TRITON_VERSION, "ops": ops}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
     return path
 

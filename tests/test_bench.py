@@ -296,8 +296,8 @@ def test_tune_on_cpu_and_export(tmp_path, monkeypatch, capsys):
 
 
 def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
-    """Ops tuned in separate runs end up in one shipped file; entries of an older kernel source
-    are dropped."""
+    """Ops and keys tuned in separate runs end up in one shipped file; entries of an older
+    kernel source are dropped."""
     from ascend_kernels import tuning
     from ascend_kernels.launcher import autotune, device as _device, op
 
@@ -305,7 +305,8 @@ def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
     cpu = torch.device("cpu")
     name = _device.device_name(cpu)
     runs = (("reshape_and_cache", "tokens~8", {"BLOCK_H": 4}),
-            ("paged_attention", "seqs~2", {"grid_step_tokens": 64}))
+            ("paged_attention", "seqs~2", {"grid_step_tokens": 64}),
+            ("reshape_and_cache", "tokens~64", {"BLOCK_H": 8}))
     for op_name, key, config in runs:  # each run tunes one op, from an empty user cache
         autotune.cache_file("cpu", name).unlink(missing_ok=True)
         autotune.reset()
@@ -314,8 +315,8 @@ def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
         tab.save()
         path = tuning.export_shipped(cpu)
     data = json.loads(path.read_text())
-    assert {k: list(v["entries"]) for k, v in data["ops"].items()} == \
-        {"reshape_and_cache": ["tokens~8"], "paged_attention": ["seqs~2"]}
+    assert {k: sorted(v["entries"]) for k, v in data["ops"].items()} == \
+        {"reshape_and_cache": ["tokens~64", "tokens~8"], "paged_attention": ["seqs~2"]}
     data["ops"]["reshape_and_cache"]["source"] = "an older kernel"
     path.write_text(json.dumps(data))
     autotune.cache_file("cpu", name).unlink()
@@ -325,6 +326,7 @@ def test_export_merges_with_the_shipped_file(tmp_path, monkeypatch):
     tab.save()
     data = json.loads(tuning.export_shipped(cpu).read_text())
     assert sorted(data["ops"]) == ["paged_attention", "topk_topp_sampling"]
+    assert data["arch"] == _device.properties(cpu).get("arch")  # what a same-arch device matches
     # `tune --export-only`: the same, timing nothing
     import argparse
 

@@ -11,7 +11,7 @@ r=$OUT/all; mkdir -p $r
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $r/gpu.txt
 for op_limit in paged_attention:70 topk_topp_sampling:40 reshape_and_cache:15 flash_attention:90; do
     op=${op_limit%:*}; limit=${op_limit#*:}
-    /usr/bin/time -f "$op: tune wall %e s (limit $limit s)" timeout $limit \
+    /usr/bin/time -f "$op: tune wall %e s (limit $limit s)" timeout -k 10 $limit \
         python -m ascend_kernels.cli tune --suite full --op $op --no-progress --jobs 14 > $r/tune_$op.md 2>> $r/tune.err
 done
 python -m ascend_kernels.cli tune --export-only >> $r/tune.err 2>&1
@@ -24,7 +24,7 @@ timeout 35 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; 
 for op_limit in reshape_and_cache:20 paged_attention:60 topk_topp_sampling:45 flash_attention:60; do
     op=${op_limit%:*}; limit=${op_limit#*:}
     only=""; [ $op = flash_attention ] && only="--providers triton triton-heuristic sdpa-cudnn sdpa-flash"
-    /usr/bin/time -f "$op: bench wall %e s (limit $limit s)" timeout $limit \
+    /usr/bin/time -f "$op: bench wall %e s (limit $limit s)" timeout -k 10 $limit \
         python -m ascend_kernels.cli bench --suite full --op $op --cuda-graph --no-progress $only \
         --results $r/full_$op --stream $r/full_$op.jsonl > $r/full_$op.log 2>> $r/bench.err
 done
