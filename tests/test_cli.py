@@ -36,7 +36,7 @@ def test_env_reports_versions_backend_and_cache(capsys, tmp_path, monkeypatch):
     assert f"triton           {device.TRITON_VERSION}" in out and "torch " in out
     assert "backend" in out and str(cache) in out
     assert "reshape_and_cache: 2 keys" in out and "broken.json: unreadable" in out
-    assert "shipped tuning" in out and "cuda__nvidia-h100-80gb-hbm3.json" in out
+    assert "shipped tuning" in out and "cuda__nvidia-h200.json" in out
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU message")

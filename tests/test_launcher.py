@@ -287,3 +287,13 @@ def test_replayed_tensor_descriptor_keeps_everything_but_its_base():
     new = _rebased(desc, b)
     assert new == td.TensorDescriptor(b, [64, 32], [32, 1], [16, 32]) and new.base is b
     assert desc.base is a  # the first call's descriptor is left as it was
+
+
+def test_an_h100_reads_the_shipped_h200_file():
+    """The shipped H200 tuning covers every op and is what an H100 (same architecture, no file
+    of its own) reads."""
+    autotune.reset()
+    tab = autotune.table("cuda", "NVIDIA H100 80GB HBM3", "sm_90")
+    assert tab.shipped_path.name == "cuda__nvidia-h200.json"
+    assert sorted(tab.shipped) == sorted(op.op_names())
+    assert all(entry["entries"] for entry in tab.shipped.values())
