@@ -297,3 +297,19 @@ def test_an_h100_reads_the_shipped_h200_file():
     assert tab.shipped_path.name == "cuda__nvidia-h200.json"
     assert sorted(tab.shipped) == sorted(op.op_names())
     assert all(entry["entries"] for entry in tab.shipped.values())
+
+
+@pytest.mark.parametrize("name, shape", [
+    ("reshape_and_cache", {"tokens": 5, "kv_heads": 2, "head_size": 32, "block_size": 16}),
+    ("paged_attention", {"seqs": 2, "heads": 4, "kv_heads": 2, "head_size": 32, "block_size": 16, "context": 20}),
+    ("flash_attention", {"batch": 1, "seqlen": 4, "heads": 4, "kv_heads": 2, "head_size": 32, "context": 12,
+                         "block_size": 16}),
+])
+def test_fp8_caches_are_for_cuda_kernels_only(name, shape):
+    """An fp8 cache goes to the fallback, with its reason, under the interpreter and on Ascend
+    (the compile check then makes no Ascend case of it)."""
+    p = problems.make(name, dict(shape, cache_dtype="float8_e4m3fn"), "cpu", torch.float16)
+    for backend, why in (("cpu", "the Triton interpreter has no fp8"), ("npu", "Ascend has no fp8")):
+        ok, reason = op.get(name).capability(backend, p)
+        assert not ok and why in reason, (backend, reason)
+    assert op.get(name).capability("npu", problems.make(name, shape, "cpu", torch.float16))[0]

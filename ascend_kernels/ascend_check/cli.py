@@ -53,7 +53,7 @@ def run_check(args) -> int:
     results = check_ops(ops, suite=args.suite, progress=not args.quiet, timeout=args.timeout,
                         use_cache=not args.no_cache, dump_dir=args.dump_ir, workers=args.jobs)
     elapsed = time.perf_counter() - t0
-    report = render_report(results, elapsed)
+    report = render_report(results, elapsed, "ascend-kernels " + " ".join(sys.argv[1:]))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(report)

@@ -51,11 +51,12 @@ def render_loops(r) -> str:
     return head + "\n".join(rows) + "\n"
 
 
-def render_report(results: list, elapsed: float = 0.0) -> str:
+def render_report(results: list, elapsed: float = 0.0, command: str = "") -> str:
     failed = [r for r in results if not r.passed]
     lines = [
         "# Ascend compile check",
         "",
+        *([f"Command: `{command}`", ""] if command else []),
         f"triton-ascend {triton_ascend_version()}, target `{TARGET[1]}`, stages `ttir` + "
         f"`ttadapter` (triton-adapter-opt); no CANN. {len(results)} cases, {len(failed)} "
         f"failing, {elapsed:.1f} s.",

@@ -14,6 +14,14 @@ QUANT_OF = {torch.int8: _quant.QUANT_INT8, torch.float8_e4m3fn: _quant.QUANT_FP8
             torch.float8_e5m2: _quant.QUANT_FP8}
 
 
+def no_fp8(backend: str, cache_dtype: torch.dtype) -> str:
+    """Why the backend's kernels cannot read an fp8 cache ("" when they can)."""
+    if cache_dtype not in FP8_DTYPES:
+        return ""
+    return {"cpu": f"{cache_dtype}: the Triton interpreter has no fp8 (numpy lacks it)",
+            "npu": f"{cache_dtype}: Ascend has no fp8"}.get(backend, "")
+
+
 def check_kv_caches(key_cache: torch.Tensor, value_cache: torch.Tensor) -> None:
     """ValueError/TypeError unless the two caches have one shape and one dtype."""
     if key_cache.shape != value_cache.shape:

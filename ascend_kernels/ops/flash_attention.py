@@ -14,7 +14,7 @@ from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import flash_attention as ref
-from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale
+from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale, no_fp8
 from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
                       dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
                       softmax_scale_of)
@@ -117,8 +117,8 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     why = not_contiguous_in_last_dim({"q": p.q, "k": p.k, "v": p.v, "out": p.out}, "head_size")
     if why:
         return False, why
-    if backend == "cpu" and p.k.dtype in FP8_DTYPES:
-        return False, f"k/v dtype {p.k.dtype}: the Triton interpreter has no fp8 (numpy lacks it)"
+    if no_fp8(backend, p.k.dtype):
+        return False, f"k/v dtype {no_fp8(backend, p.k.dtype)}"
     if p.paged:
         bs = p.block_size
         if bs < 16 or bs > 256 or bs & (bs - 1):

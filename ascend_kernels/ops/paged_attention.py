@@ -15,7 +15,7 @@ from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import paged_attention as ref
 from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, cache_constexprs, check_kv_caches, check_scales,
-                     fresh_scale)
+                     fresh_scale, no_fp8)
 from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_float, check_int,
                       check_same_device, check_tensor, dtype_name, first_bad, next_pow2,
                       not_contiguous_in_last_dim, softmax_scale_of)
@@ -84,8 +84,8 @@ def capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"block_size {d['block_size']} < 16: tl.dot needs at least 16 keys per page"
     if d["head_size"] > MAX_HEAD_SIZE:
         return False, f"head_size {d['head_size']} > {MAX_HEAD_SIZE}"
-    if backend == "cpu" and p.key_cache.dtype in FP8_DTYPES:
-        return False, "the Triton interpreter has no fp8 (numpy lacks it)"
+    if no_fp8(backend, p.key_cache.dtype):
+        return False, f"cache dtype {no_fp8(backend, p.key_cache.dtype)}"
     tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
     smem = _device.properties(p.query.device)["smem_bytes"]
     if backend == "cuda" and smem and 2 * tile + SMEM_RESERVE > smem:

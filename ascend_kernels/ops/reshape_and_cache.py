@@ -13,7 +13,7 @@ from ..launcher.launch import Launch
 from ..launcher.op import define
 from ..reference import reshape_and_cache as ref
 from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_kv_caches, check_scales, fresh_scale,
-                     scale_per_head)
+                     no_fp8, scale_per_head)
 from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_same_device, check_tensor,
                       dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim)
 
@@ -52,8 +52,8 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
                                       "value_cache": p.value_cache}, "head_size")
     if why:
         return False, why
-    if backend == "cpu" and p.key_cache.dtype in FP8_DTYPES:
-        return False, "the Triton interpreter has no fp8 (numpy lacks it)"
+    if no_fp8(backend, p.key_cache.dtype):
+        return False, f"cache dtype {no_fp8(backend, p.key_cache.dtype)}"
     return True, "the kernel handles these shapes, strides and dtypes"
 
 
