@@ -33,16 +33,6 @@ def quantize(x, scale, QUANT: tl.constexpr, FP8_MAX: tl.constexpr):
 
 
 @triton.jit
-def load_dequant(ptrs, mask, scale, QUANT: tl.constexpr):
-    """Load a cache tile and dequantize it: float32 x * scale for int8/fp8 (masked lanes 0), the
-    tile as stored for QUANT_NONE (masked lanes 0)."""
-    x = tl.load(ptrs, mask=mask, other=0)
-    if QUANT != 0:
-        x = x.to(tl.float32) * scale
-    return x
-
-
-@triton.jit
 def _bytes_to_fp16(x, asm: tl.constexpr):
     # Four 8-bit codes per 32-bit register in, two fp16x2 registers out. Not marked pure: that
     # keeps the compiler from moving the tile's layout change for the dot ahead of the
