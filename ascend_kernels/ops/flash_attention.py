@@ -117,8 +117,9 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     why = not_contiguous_in_last_dim({"q": p.q, "k": p.k, "v": p.v, "out": p.out}, "head_size")
     if why:
         return False, why
-    if no_fp8(backend, p.k.dtype):
-        return False, f"k/v dtype {no_fp8(backend, p.k.dtype)}"
+    why = no_fp8(backend, p.k.dtype)
+    if why:
+        return False, f"k/v dtype {why}"
     if p.paged:
         bs = p.block_size
         if bs < 16 or bs > 256 or bs & (bs - 1):

@@ -84,8 +84,9 @@ def capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"block_size {d['block_size']} < 16: tl.dot needs at least 16 keys per page"
     if d["head_size"] > MAX_HEAD_SIZE:
         return False, f"head_size {d['head_size']} > {MAX_HEAD_SIZE}"
-    if no_fp8(backend, p.key_cache.dtype):
-        return False, f"cache dtype {no_fp8(backend, p.key_cache.dtype)}"
+    why = no_fp8(backend, p.key_cache.dtype)
+    if why:
+        return False, f"cache dtype {why}"
     tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
     smem = _device.properties(p.query.device)["smem_bytes"]
     if backend == "cuda" and smem and 2 * tile + SMEM_RESERVE > smem:

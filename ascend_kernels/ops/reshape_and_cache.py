@@ -52,8 +52,9 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
                                       "value_cache": p.value_cache}, "head_size")
     if why:
         return False, why
-    if no_fp8(backend, p.key_cache.dtype):
-        return False, f"cache dtype {no_fp8(backend, p.key_cache.dtype)}"
+    why = no_fp8(backend, p.key_cache.dtype)
+    if why:
+        return False, f"cache dtype {why}"
     return True, "the kernel handles these shapes, strides and dtypes"
 
 
