@@ -280,11 +280,11 @@ def test_replayed_tensor_descriptor_keeps_everything_but_its_base():
     """A replay re-bases the first call's host tensor descriptors without the dataclass's
     checks: the copy must equal a descriptor built afresh over the new tensor."""
     td = pytest.importorskip("triton.tools.tensor_descriptor")
-    from ascend_kernels.launcher.launch import _rebased
+    from ascend_kernels.launcher.launch import rebased
 
     a, b = torch.randn(64, 32), torch.randn(64, 32)
     desc = td.TensorDescriptor(a, [64, 32], [32, 1], [16, 32])
-    new = _rebased(desc, b)
+    new = rebased(desc, b)
     assert new == td.TensorDescriptor(b, [64, 32], [32, 1], [16, 32]) and new.base is b
     assert desc.base is a  # the first call's descriptor is left as it was
 

@@ -5,6 +5,7 @@ import torch
 
 import ascend_kernels as ak
 from ascend_kernels.launcher import configs
+from ascend_kernels.launcher.launch import zeroed_counters
 from ascend_kernels.launcher.op import force_config
 from ascend_kernels.ops import paged_attention as pa_op
 from ascend_kernels.reference.paged_attention import paged_attention as ref_pa
@@ -102,10 +103,13 @@ def test_split_and_unsplit_agree(device):
     for cfg in ({"grid_step_tokens": 16, "grid_num_splits": 1},   # one page per step, no split
                 {"grid_step_tokens": 64, "grid_num_splits": 1},   # 4 pages per step (gather)
                 {"grid_step_tokens": 16, "grid_num_splits": 3},   # even split of each sequence
-                {"grid_step_tokens": 32, "grid_num_splits": 8}):  # more splits than some have pages
+                {"grid_step_tokens": 32, "grid_num_splits": 8},   # more splits than some have pages
+                {"grid_step_tokens": 16, "grid_num_splits": 3, "MERGE_LAST": False}):  # merge launch
         out = _run(q, kc, vc, bt, lens, config={**cfg, "grid_programs_per_core": 1})
         _close(out, expect, torch.float32)
         outs.append(out)
+    # the in-kernel merge leaves its arrival counters at 0 for the next call
+    assert not zeroed_counters.buffers[q.device].any()
     for o in outs[1:]:
         torch.testing.assert_close(o, outs[0], atol=2e-3 if device == "cuda" else 1e-5, rtol=1e-4)
     out = _run(q, kc, vc, bt, lens, split_size=32)  # fixed split size: 4 splits of 2 pages

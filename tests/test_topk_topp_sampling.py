@@ -10,6 +10,7 @@ import torch
 
 import ascend_kernels
 from ascend_kernels.launcher import configs
+from ascend_kernels.launcher import autotune
 from ascend_kernels.launcher.op import force_config
 from ascend_kernels.reference import topk_topp_sampling as ref
 from tests.conftest import devices
@@ -62,7 +63,10 @@ def test_probs_match_reference(device, dtype, params, seed):
 
 
 # a pool of 8 overflows: the select path runs its search rounds (first spread in value, then in key)
-@pytest.mark.parametrize("pool_cfg", [{}, {"P_MAX": 8, "PB": 4}], ids=["pool", "small_pool"])
+# ROW_GROUP_MAX: the group statistics come from the row's own program (one launch)
+@pytest.mark.parametrize("pool_cfg", [{}, {"P_MAX": 8, "PB": 4}, {"ROW_GROUP_MAX": True, "GPB": 2},
+                                      {"P_MAX": 8, "PB": 4, "ROW_GROUP_MAX": True}],
+                         ids=["pool", "small_pool", "row_group_max", "small_pool_row_group_max"])
 @pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_k=3, top_p=0.6, temperature=0.5), dict(top_p=0.7),
                                 dict(top_k=20, top_p=0.9)])
 def test_pool_and_general_paths_agree(kw, pool_cfg, seed):
@@ -278,10 +282,14 @@ def test_gpu_large_vocab_matches_reference(seed):
     for v in (128256, 151936):
         x = torch.randn(8, v, device="cuda") * 3
         for kw in (dict(top_k=50, top_p=0.9), dict(top_p=0.95, temperature=0.7), dict(top_k=700)):
-            tok, probs = OP(x, seeds=_seeds(8, "cuda"), return_probs=True, **kw)
             expected = _ref_probs(x, **kw)
-            torch.testing.assert_close(probs.cpu().double(), expected, atol=2e-6, rtol=1e-4)
-            assert (expected.gather(1, tok.cpu()[:, None]) > 0).all()
+            tokens = []
+            for fused in (True, False):  # group statistics in the row's program, or a launch before
+                tok, probs = _launch(x, {"ROW_GROUP_MAX": fused}, seeds=_seeds(8, "cuda"), return_probs=True, **kw)
+                torch.testing.assert_close(probs.cpu().double(), expected, atol=2e-6, rtol=1e-4)
+                assert (expected.gather(1, tok.cpu()[:, None]) > 0).all()
+                tokens.append(tok)
+            assert torch.equal(*tokens)
 
 
 def test_ascend_compile_check_lowers_the_kernels(tmp_path, monkeypatch):
@@ -311,3 +319,10 @@ def test_fallback_path_with_and_without_probs(monkeypatch, seed):
     tok2, probs = OP(logits, return_probs=True, **kw)
     assert torch.equal(tok, tok2) and tok.dtype == torch.int64 and tok.shape == (3,)
     torch.testing.assert_close(probs.double(), _ref_probs(logits, top_k=7, top_p=0.8, temperature=0.7))
+
+
+def test_row_group_max_is_one_launch():
+    defn = ascend_kernels.launcher.op.get("topk_topp_sampling")
+    p = defn.prepare(torch.randn(3, 50), top_k=5, seeds=_seeds(3))
+    config = autotune.heuristic_config(defn, "cpu", p)
+    assert [len(defn.launches(p, {**config, "ROW_GROUP_MAX": fused}, "cpu")) for fused in (False, True)] == [2, 1]

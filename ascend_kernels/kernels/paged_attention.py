@@ -20,7 +20,10 @@ head_size] K and V tile at one base address -- structured DMA, no gather. PAGES_
 GPU, fewer, larger steps for small block sizes).
 
 Split-KV (flash decoding): NUM_SPLITS > 1 divides each sequence's visible pages among splits;
-each writes an fp32 partial output and its log-sum-exp, merged by paged_attention_merge_kernel.
+each writes an fp32 partial output and its log-sum-exp. MERGE_LAST (CUDA and the interpreters):
+the task's last split to finish merges them all in the same launch, told apart by a per-task
+arrival counter that it resets to 0 for the next call; elsewhere paged_attention_merge_kernel
+merges them in a second launch. Both merge the same way (_merge_splits).
 pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch invariant);
 0 divides each sequence's visible pages evenly among NUM_SPLITS.
 """
@@ -53,6 +56,9 @@ def paged_attention_kernel(
     v_stride_b, v_stride_s, v_stride_h,
     bt_stride_s,
     o_stride_s, o_stride_h,      # out (NUM_SPLITS == 1) or partials (split stride = HEAD_SIZE)
+    final_ptr,                   # MERGE_LAST: the [num_seqs, num_heads, head_size] output
+    f_stride_s, f_stride_h,
+    arrivals_ptr,                # MERGE_LAST: int32 [num_seqs * num_kv_heads], 0 between calls
     GQA: tl.constexpr,           # query heads per kv head
     BLOCK_M: tl.constexpr,       # GQA padded to a power of two (>= 16 where tl.dot needs it)
     HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -60,12 +66,14 @@ def paged_attention_kernel(
     BLOCK_N: tl.constexpr,       # BLOCK_SIZE padded to a power of two
     PAGES_PER_STEP: tl.constexpr,
     NUM_SPLITS: tl.constexpr,
+    BLOCK_S: tl.constexpr,       # MERGE_LAST: splits merged per step (power of two)
     SOFTCAP: tl.constexpr,       # > 0: softcap * tanh(s / softcap)
     USE_ALIBI: tl.constexpr,
     DOT_FP32: tl.constexpr,      # interpreter: bf16 tl.dot is wrong there, dot in fp32
     QUANT: tl.constexpr,         # _quant.QUANT_*: the caches' encoding
     SCALE_PER_HEAD: tl.constexpr,
     FP16_DOTS: tl.constexpr,     # CUDA, quantized caches: dots in fp16 (_quant.cache_tile_as)
+    MERGE_LAST: tl.constexpr,    # NUM_SPLITS > 1: the last split of a task merges (one launch)
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -190,6 +198,48 @@ def paged_attention_kernel(
             tl.store(o_ptrs, out, mask=mask_m[:, None] & mask_d[None, :])
             lse_ptrs = lse_ptr + seq64 * (num_kv_heads * GQA * NUM_SPLITS) + heads * NUM_SPLITS + split
             tl.store(lse_ptrs, lse, mask=mask_m)
+            if MERGE_LAST:
+                # every thread's partial stores come before the arrival (barrier, then release);
+                # the acquire lets the last arrival read all of the task's partials
+                tl.debug_barrier()
+                arrived = tl.atomic_add(arrivals_ptr + rest, 1, sem="acq_rel")
+                if arrived == NUM_SPLITS - 1:
+                    for g in range(GQA):
+                        row = rest * GQA + g  # = seq * num_heads + head
+                        _merge_splits(out_ptr + tl.cast(row, tl.int64) * (NUM_SPLITS * HEAD_SIZE),
+                                      lse_ptr + tl.cast(row, tl.int64) * NUM_SPLITS,
+                                      final_ptr + seq64 * f_stride_s + (kv_head * GQA + g) * f_stride_h,
+                                      NUM_SPLITS, BLOCK_S, HEAD_SIZE, BLOCK_D, ".cg")
+                    tl.store(arrivals_ptr + rest, 0)
+
+
+@triton.jit
+def _merge_splits(part_row, lse_row, o_ptr, NUM_SPLITS: tl.constexpr, BLOCK_S: tl.constexpr,
+                  HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr, CACHE: tl.constexpr):
+    """Merge one (sequence, head)'s splits (fp32 partials [NUM_SPLITS, HEAD_SIZE] at part_row,
+    their lse at lse_row) by log-sum-exp into o_ptr, BLOCK_S splits at a time in a fixed order;
+    empty splits (lse -inf, partial 0) add exact zeros; an all-empty row gives 0. CACHE: the
+    loads' cache modifier (".cg" reads other programs' fresh writes past L1)."""
+    offs_s = tl.arange(0, BLOCK_S)
+    offs_d = tl.arange(0, BLOCK_D)
+    mask_d = offs_d < HEAD_SIZE
+    m = tl.full([1], float("-inf"), tl.float32)
+    total = tl.zeros([1], tl.float32)
+    acc = tl.zeros([BLOCK_D], tl.float32)
+    for s0 in range(0, NUM_SPLITS, BLOCK_S):
+        mask_s = (s0 + offs_s) < NUM_SPLITS
+        lse = tl.load(lse_row + s0 + offs_s, mask=mask_s, other=float("-inf"), cache_modifier=CACHE)
+        m_new = tl.maximum(m, tl.max(lse, 0))
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        w = tl.exp(lse - m_safe)
+        part = tl.load(part_row + (s0 + offs_s)[:, None] * HEAD_SIZE + offs_d[None, :],
+                       mask=mask_s[:, None] & mask_d[None, :], other=0.0, cache_modifier=CACHE)
+        acc = acc * alpha + tl.sum(part * w[:, None], 0)
+        total = total * alpha + tl.sum(w, 0)
+        m = m_new
+    o = acc / tl.where(total == 0.0, 1.0, total)
+    tl.store(o_ptr + offs_d, o.to(o_ptr.dtype.element_ty), mask=mask_d)
 
 
 @triton.jit
@@ -204,34 +254,13 @@ def paged_attention_merge_kernel(
     BLOCK_S: tl.constexpr,       # splits merged per step (power of two)
     HEAD_SIZE: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
-    """Merge the splits of each (sequence, head) by log-sum-exp, BLOCK_S splits at a time in a
-    fixed order; empty splits (lse -inf, partial 0) add exact zeros; all-empty rows give 0."""
+    """The splits of each (sequence, head) merged in a second launch (without MERGE_LAST)."""
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
-    offs_s = tl.arange(0, BLOCK_S)
-    offs_d = tl.arange(0, BLOCK_D)
-    mask_d = offs_d < HEAD_SIZE
     for row in range(pid, num_rows, num_programs):
         row64 = tl.cast(row, tl.int64)
-        lse_row = lse_ptr + row64 * NUM_SPLITS
-        part_row = part_ptr + row64 * (NUM_SPLITS * HEAD_SIZE)
-        m = tl.full([1], float("-inf"), tl.float32)
-        total = tl.zeros([1], tl.float32)
-        acc = tl.zeros([BLOCK_D], tl.float32)
-        for s0 in range(0, NUM_SPLITS, BLOCK_S):
-            mask_s = (s0 + offs_s) < NUM_SPLITS
-            lse = tl.load(lse_row + s0 + offs_s, mask=mask_s, other=float("-inf"))
-            m_new = tl.maximum(m, tl.max(lse, 0))
-            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
-            alpha = tl.exp(m - m_safe)
-            w = tl.exp(lse - m_safe)
-            part = tl.load(part_row + (s0 + offs_s)[:, None] * HEAD_SIZE + offs_d[None, :],
-                           mask=mask_s[:, None] & mask_d[None, :], other=0.0)
-            acc = acc * alpha + tl.sum(part * w[:, None], 0)
-            total = total * alpha + tl.sum(w, 0)
-            m = m_new
-        o = acc / tl.where(total == 0.0, 1.0, total)
         seq = row // num_heads
         head = row % num_heads
-        o_ptrs = out_ptr + tl.cast(seq, tl.int64) * o_stride_s + head * o_stride_h + offs_d
-        tl.store(o_ptrs, o.to(out_ptr.dtype.element_ty), mask=mask_d)
+        _merge_splits(part_ptr + row64 * (NUM_SPLITS * HEAD_SIZE), lse_ptr + row64 * NUM_SPLITS,
+                      out_ptr + tl.cast(seq, tl.int64) * o_stride_s + head * o_stride_h,
+                      NUM_SPLITS, BLOCK_S, HEAD_SIZE, BLOCK_D, "")

@@ -20,7 +20,8 @@ The largest token always survives.
 Three paths per row (one persistent program per row in `sampling_kernel`):
 * pool (top-k with k <= P_MAX rows): `group_max_kernel` first writes the max of every group of
   GS consecutive logits (one read of the logits, spread over the whole grid), and the group's
-  weight sum sum exp((x - group max) * inv_t). The k-th largest group max c is a lower bound of
+  weight sum sum exp((x - group max) * inv_t); with ROW_GROUP_MAX (small batches: one launch
+  instead of two) each row's program writes its own row's group statistics first. The k-th largest group max c is a lower bound of
   the k-th largest logit (k groups hold a value >= c), so the survivors are among the groups
   whose max is >= c. Those groups are gathered (whole groups: structured loads of GS contiguous
   logits) and their values >= c compacted into a pool of at most P_MAX entries; ranks and
@@ -465,6 +466,20 @@ def _select_row(row_ptr, n, gmax_row, gsum_row, num_groups, pk_row, px_row, pi_r
 
 
 @triton.jit
+def _group_stats(row_ptr, g, vocab, num_groups, gmax_row, gsum_row, inv_t, GS: tl.constexpr,
+                 WITH_SUM: tl.constexpr):
+    """The sanitised max of each group g (a vector of group ids) of GS consecutive logits into
+    gmax_row[g], and with WITH_SUM its weight sum sum exp((x - group max) * inv_t) into gsum_row[g]."""
+    offs = g[:, None] * GS + tl.arange(0, GS)[None, :]
+    x, _ = _sanitize_key(tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32))
+    gm = tl.max(x, axis=1)
+    tl.store(gmax_row + g, gm, mask=g < num_groups)
+    if WITH_SUM:
+        gm_safe = tl.where(gm > float("-inf"), gm, 0.0)
+        tl.store(gsum_row + g, tl.sum(tl.exp((x - gm_safe[:, None]) * inv_t), axis=1), mask=g < num_groups)
+
+
+@triton.jit
 def group_max_kernel(
     logits_ptr,      # [batch, vocab] fp32/fp16/bf16, vocab contiguous
     gmax_ptr,        # [batch, num_groups] fp32 out (row stride gmax_stride): sanitised max
@@ -485,18 +500,11 @@ def group_max_kernel(
     blocks = tl.cdiv(num_groups, GPB)
     for task in range(pid, batch * blocks, tl.num_programs(0)):
         row = task // blocks
-        g = (task % blocks) * GPB + tl.arange(0, GPB)
-        row_ptr = logits_ptr + tl.cast(row, tl.int64) * stride_row
-        offs = g[:, None] * GS + tl.arange(0, GS)[None, :]
-        x, _ = _sanitize_key(tl.load(row_ptr + offs, mask=offs < vocab, other=float("-inf")).to(tl.float32))
-        gm = tl.max(x, axis=1)
-        out = tl.cast(row, tl.int64) * gmax_stride + g
-        tl.store(gmax_ptr + out, gm, mask=g < num_groups)
-        if WITH_SUM:
-            _, inv_t = _temperature(tl.cast(_row_param(temp_ptr, row, temp_val, T_TENSOR), tl.float32))
-            gm_safe = tl.where(gm > float("-inf"), gm, 0.0)
-            gsum = tl.sum(tl.exp((x - gm_safe[:, None]) * inv_t), axis=1)
-            tl.store(gsum_ptr + out, gsum, mask=g < num_groups)
+        row64 = tl.cast(row, tl.int64)
+        _, inv_t = _temperature(tl.cast(_row_param(temp_ptr, row, temp_val, T_TENSOR), tl.float32))
+        _group_stats(logits_ptr + row64 * stride_row, (task % blocks) * GPB + tl.arange(0, GPB), vocab,
+                     num_groups, gmax_ptr + row64 * gmax_stride, gsum_ptr + row64 * gmax_stride, inv_t,
+                     GS, WITH_SUM)
 
 
 @triton.jit
@@ -524,8 +532,9 @@ def sampling_kernel(
     T_TENSOR: tl.constexpr,
     RETURN_PROBS: tl.constexpr,
     USE_POOL: tl.constexpr,
+    ROW_GROUP_MAX: tl.constexpr,  # USE_POOL: each row's program writes its group statistics itself
     CHUNK: tl.constexpr, NC: tl.constexpr, ROUNDS: tl.constexpr,
-    GS: tl.constexpr, NGB: tl.constexpr, P_MAX: tl.constexpr, PB: tl.constexpr,
+    GS: tl.constexpr, GPB: tl.constexpr, NGB: tl.constexpr, P_MAX: tl.constexpr, PB: tl.constexpr,
     SC: tl.constexpr, SNC: tl.constexpr, SROUNDS: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -550,6 +559,12 @@ def sampling_kernel(
         t_key = tl.zeros([], dtype=tl.int32)
         z = tl.full([], 1.0, dtype=tl.float32)
         if USE_POOL:
+            if ROW_GROUP_MAX:
+                for g0 in range(0, num_groups, GPB):
+                    _group_stats(row_ptr, g0 + tl.arange(0, GPB), vocab, num_groups,
+                                 gmax_ptr + row64 * ws_stride, gsum_ptr + row64 * ws_stride, inv_t,
+                                 GS, True)
+                tl.debug_barrier()  # the whole program reads what each of its threads wrote
             if k_on & (k <= num_groups) & (k <= P_MAX) & (greedy == 0):
                 done, token, m, t_key, z = _pool_row(
                     row_ptr, vocab, gmax_ptr + row64 * ws_stride, num_groups,

@@ -68,7 +68,8 @@ def _launch_hooks() -> tuple:
 def _direct_runner(compiled, grid: tuple):
     """`compiled[grid]`'s runner with its per-call lookups done once (None when launch hooks
     are set: the runner must call them)."""
-    if any(h is not None for h in _launch_hooks()):
+    # triton >= 3.5 keeps its hooks in HookChain objects, empty when no hook is set
+    if any(h is not None and getattr(h, "calls", True) for h in _launch_hooks()):
         return None
     from triton.runtime import driver
 
@@ -83,7 +84,7 @@ def _direct_runner(compiled, grid: tuple):
     return run
 
 
-def _rebased(desc, base: torch.Tensor):
+def rebased(desc, base: torch.Tensor):
     """A host tensor descriptor like `desc` over `base` (same shape, strides and block; the
     signature guarantees them): a copy of its fields, without the dataclass's checks."""
     new = object.__new__(type(desc))
@@ -105,7 +106,7 @@ class Scratch:
 
     def __init__(self):
         self.roots: list = []    # (storage data pointer, bytes) of each buffer
-        self.views: list = []    # (root index, dtype, shape, stride, storage offset)
+        self.views: list = []    # (dtype, shape, stride, element offset in the allocation)
         self.offsets: list = []  # byte offset of each buffer in the per-call allocation
         self.total, self.device = 0, None
 
@@ -117,84 +118,96 @@ class Scratch:
             self.offsets.append(self.total)
             self.total += -(-spec[1] // 256) * 256
             self.device = t.device
-        self.views.append((self.roots.index(spec), t.dtype, tuple(t.shape), t.stride(), t.storage_offset()))
-        return len(self.views) - 1
+        start = self.offsets[self.roots.index(spec)] // t.element_size() + t.storage_offset()
+        view = (t.dtype, tuple(t.shape), t.stride(), start)
+        if view not in self.views:
+            self.views.append(view)
+        return self.views.index(view)
 
-    def make(self) -> list:
-        if not self.views:
-            return []
+    def make(self, as_address: bool) -> tuple:
+        """(the allocation, to keep alive until the launches are queued; the views, or their
+        addresses when the launcher takes addresses)."""
         buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
-        typed: dict = {}
-        out = []
-        for r, dtype, shape, stride, offset in self.views:
-            base = typed.get(dtype)
-            if base is None:
-                base = typed[dtype] = buf.view(dtype)
-            out.append(base.as_strided(shape, stride, self.offsets[r] // base.element_size() + offset))
-        return out
+        if as_address:
+            base = buf.data_ptr()
+            return buf, [base + start * dtype.itemsize for dtype, _, _, start in self.views]
+        return buf, [buf.view(dtype).as_strided(shape, stride, start)
+                     for dtype, shape, stride, start in self.views]
+
+
+class ZeroedCounters:
+    """int32 counters that a kernel leaves at 0 when it finishes (whoever counts last resets):
+    one buffer per device, grown by doubling and never freed (a captured graph keeps its
+    address), passed to every replay as it is (it is not per-call scratch). Kernels on two
+    streams of one device at the same time would share them: such calls must not overlap."""
+
+    MIN_COUNTERS = 4096
+
+    def __init__(self):
+        self.buffers: dict = {}
+        self.ids: set = set()
+
+    def ready(self, device: torch.device, n: int) -> bool:
+        """Whether n counters exist or can be made now: not while a CUDA graph is being captured
+        (a zeroing captured into a graph would only run when it replays)."""
+        buf = self.buffers.get(device)
+        return (buf is not None and buf.numel() >= n) or not (
+            device.type == "cuda" and torch.cuda.is_current_stream_capturing())
+
+    def __call__(self, device: torch.device, n: int) -> torch.Tensor:
+        buf = self.buffers.get(device)
+        if buf is None or buf.numel() < n:
+            buf = torch.zeros(max(self.MIN_COUNTERS, 1 << max(0, n - 1).bit_length()),
+                              dtype=torch.int32, device=device)
+            self.buffers[device] = buf
+            self.ids.add(id(buf))
+            _KEPT.append(buf)
+        return buf
+
+
+_KEPT: list = []  # every counter buffer ever made (never freed)
+zeroed_counters = ZeroedCounters()
 
 
 class Replay:
     """A launch re-bound to new tensors: built from the first call's `Launch`, the problem it
-    was made for, and the compiled kernel Triton returned for it."""
+    was made for, and the compiled kernel Triton returned for it. `sources` says where each
+    argument of `runner` comes from on a later call: ("const", value), ("field", problem field),
+    ("scratch", index in the Scratch) or ("desc", problem field, host tensor descriptor over it)."""
 
     def __init__(self, launch: Launch, problem: Any, field_names: tuple, compiled: Any, scratch: Scratch):
         fields = {id(getattr(problem, f)): f for f in field_names
                   if isinstance(getattr(problem, f), torch.Tensor)}
         values = dict(launch.args, **launch.constexprs)
-        self.names = [n for n, _ in _params(launch.kernel)] if hasattr(launch.kernel, "params") \
-            else list(values)
-        self.template = [values.get(n) for n in self.names]
-        self.fields: list = []   # (position, field name)
-        self.descs: list = []    # (position, field name, descriptor)
-        self.scratch = scratch
-        self.scratch_at: list = []  # (position, view index)
+        direct = compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
+            and hasattr(launch.kernel, "params")
+        if direct:  # only what the compiled kernel's launcher takes, in its order
+            names = [n for n, c in _params(launch.kernel) if _RUNNER_TAKES_CONSTEXPRS or not c]
+            grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
+            runner = _direct_runner(compiled, grid)
+            # CUDA: tensors go to the launcher as their addresses, which it takes as they are; a
+            # tensor costs it a data_ptr() call and a cuPointerGetAttribute driver call (whether
+            # the address is device memory: the signature's device already says so)
+            self.as_address = runner is not None and _device.backend_of(problem) == "cuda"
+            self.runner = runner or compiled[grid]
+        else:
+            names = list(values)
+            self.as_address = False
+            kernel, grid, options = launch.kernel, launch.grid, launch.options
+
+            def by_name(*vals):
+                kernel[grid](**dict(zip(names, vals)), **options)
+            self.runner = by_name
+        self.sources: list = []
         self.ok = True
-        for i, v in enumerate(self.template):
-            if isinstance(v, torch.Tensor):
-                if id(v) in fields:
-                    self.fields.append((i, fields[id(v)]))
-                else:
-                    self.scratch_at.append((i, self.scratch.add(v)))
+        for v in map(values.get, names):
+            if isinstance(v, torch.Tensor) and id(v) in zeroed_counters.ids:
+                self.sources.append(("const", v.data_ptr() if self.as_address else v))
+            elif isinstance(v, torch.Tensor):
+                self.sources.append(("field", fields[id(v)]) if id(v) in fields
+                                    else ("scratch", scratch.add(v)))
             elif isinstance(getattr(v, "base", None), torch.Tensor):  # a host tensor descriptor
                 self.ok &= id(v.base) in fields
-                self.descs.append((i, fields.get(id(v.base)), v))
-        self.launch = launch
-        self.runner = None
-        # CUDA: tensors go to the launcher as their addresses, which it takes as they are; a
-        # tensor costs it a data_ptr() call and a cuPointerGetAttribute driver call (whether the
-        # address is device memory: the signature's device already says so)
-        self.as_address = False
-        if compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
-                and hasattr(launch.kernel, "params"):
-            grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
-            self.runner = _direct_runner(compiled, grid)
-            self.as_address = self.runner is not None and _device.backend_of(problem) == "cuda"
-            self.runner = self.runner or compiled[grid]
-            # keep only what the compiled kernel's launcher takes, in its order
-            constexpr = [c for _, c in _params(launch.kernel)]
-            keep = [i for i, c in enumerate(constexpr) if _RUNNER_TAKES_CONSTEXPRS or not c]
-            at = {old: new for new, old in enumerate(keep)}
-            self.template = [self.template[i] for i in keep]
-            self.fields = [(at[i], f) for i, f in self.fields if i in at]
-            self.descs = [(at[i], f, d) for i, f, d in self.descs if i in at]
-            self.scratch_at = [(at[i], j) for i, j in self.scratch_at if i in at]
-
-    def __call__(self, problem: Any, scratch: list) -> None:
-        vals = self.template[:]
-        if self.as_address:
-            for i, f in self.fields:
-                vals[i] = getattr(problem, f).data_ptr()
-            for i, j in self.scratch_at:
-                vals[i] = scratch[j].data_ptr()
-        else:
-            for i, f in self.fields:
-                vals[i] = getattr(problem, f)
-            for i, j in self.scratch_at:
-                vals[i] = scratch[j]
-        for i, f, desc in self.descs:
-            vals[i] = _rebased(desc, getattr(problem, f))
-        if self.runner is not None:
-            self.runner(*vals)
-        else:
-            self.launch.kernel[self.launch.grid](**dict(zip(self.names, vals)), **self.launch.options)
+                self.sources.append(("desc", fields.get(id(v.base)), v))
+            else:
+                self.sources.append(("const", v))

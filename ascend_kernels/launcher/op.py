@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import autotune, dispatch
-from .launch import DIRECT_ENV, Replay, Scratch
+from .launch import DIRECT_ENV, Replay, Scratch, rebased
 
 CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
 # environment switches read by validation or the decision: part of every plan's signature
@@ -141,31 +141,73 @@ def _signature(a):
 
 
 class _Plan:
-    """What a call signature's first call found out, to replay on later calls: `problem(args,
-    kwargs)` rebuilds the problem from the new call's arguments (a function generated once per
-    plan: one call, no per-field branching), `run(problem)` replays the path."""
+    """What a call signature's first call found out, as one function generated for it:
+    `call(args, kwargs)` rebuilds what it needs of the problem from the new call's arguments,
+    makes the fresh fields, replays the path (the compiled kernels' launchers with the new
+    tensors, or the fallback) and returns the result, with no per-field branching on the way.
 
-    def __init__(self, defn: OpDef, validated: list, args: tuple, kwargs: dict, run: Callable):
-        ids = {id(a): f"args[{i}]" for i, a in enumerate(args)}
-        ids.update({id(v): f"kwargs[{k!r}]" for k, v in kwargs.items()})
+    A fresh field whose maker returned the argument itself on the first call (an `out` given, a
+    tensor scale) is taken from the argument, and the problem is built only when a fresh field,
+    the fallback or the result needs it. So a fresh maker either passes its field through or
+    makes a new value, and which of the two follows from the call's signature alone."""
+
+    def __init__(self, defn: OpDef, validated: list, p: Any, args: tuple, kwargs: dict, path: tuple):
+        where = {id(a): f"args[{i}]" for i, a in enumerate(args)}
+        where.update({id(v): f"kwargs[{k!r}]" for k, v in kwargs.items()})
         names = [f.name for f in dataclasses.fields(defn.problem)]
-        scope = {"Problem": defn.problem}
-        values = []
+        scope = {"Problem": defn.problem, "result": defn.result, "rebased": rebased}
         self.ok = True
+        expr, fresh = {}, []
         for name, v in zip(names, validated):
             if isinstance(v, torch.Tensor):
-                self.ok &= id(v) in ids  # made from the arguments' values: not replayable
-                values.append(ids.get(id(v), "None"))
+                self.ok &= id(v) in where  # made from the arguments' values: not replayable
+                expr[name] = where.get(id(v), "None")
             else:
                 scope[f"c_{name}"] = v
-                values.append(f"c_{name}")
-        lines = ["def problem(args, kwargs):", f"    p = Problem({', '.join(values)})"]
+                expr[name] = f"c_{name}"
+        lines = [f"    p = Problem({', '.join(expr[n] for n in names)})"]
         for name, make in defn.fresh.items():
-            scope[f"fresh_{name}"] = make
-            lines.append(f"    p.{name} = fresh_{name}(p)")
-        exec("\n".join(lines + ["    return p"]), scope)  # noqa: S102 -- our own field names only
-        self.problem = scope["problem"]
-        self.run = run
+            if getattr(p, name) is not validated[names.index(name)]:
+                scope[f"fresh_{name}"] = make
+                lines.append(f"    p.{name} = fresh_{name}(p)")
+                expr[name] = f"p.{name}"
+                fresh.append(name)
+        needs_p = bool(fresh)
+        if path[0] == "fallback":
+            scope["fallback"] = path[1]
+            lines.append("    fallback(p)")
+            needs_p = True
+        else:
+            _, replays, scratch = path
+            if scratch.views:
+                scope["scratch_make"] = scratch.make
+                lines.append(f"    keep, scratch = scratch_make({any(r.as_address for r in replays)})")
+            for r, replay in enumerate(replays):
+                scope[f"run{r}"] = replay.runner
+                values = []
+                for i, (kind, *what) in enumerate(replay.sources):
+                    if kind == "const":
+                        scope[f"k{r}_{i}"] = what[0]
+                        values.append(f"k{r}_{i}")
+                    elif kind == "field":
+                        values.append(expr[what[0]] + (".data_ptr()" if replay.as_address else ""))
+                    elif kind == "scratch":
+                        values.append(f"scratch[{what[0]}]")
+                    else:  # a host tensor descriptor over a field
+                        scope[f"d{r}_{i}"] = what[1]
+                        values.append(f"rebased(d{r}_{i}, {expr[what[0]]})")
+                lines.append(f"    run{r}({', '.join(values)})")
+        out = defn.result(p)
+        ret = "None" if out is None else next(
+            (expr[n] for n in names if isinstance(out, torch.Tensor) and getattr(p, n) is out), None)
+        if ret is None:
+            ret, needs_p = "result(p)", True
+        if not needs_p:
+            lines.pop(0)
+        code = "\n".join(["def call(args, kwargs):"] + lines + [f"    return {ret}"])
+        exec(code, scope)  # noqa: S102 -- our own field names only
+        self.call = scope["call"]
+        self.code = code
 
 
 class Runner:
@@ -194,27 +236,20 @@ class Runner:
         op.register_fake(lambda *values: None)
         return op
 
-    def _execute(self, p: Any) -> Callable:
-        """Decide and run; returns a function that runs the same path for a problem of the same
-        signature (the replay)."""
+    def _execute(self, p: Any) -> Optional[tuple]:
+        """Decide and run; returns how to run the same path for a problem of the same signature:
+        ("fallback", fn), ("triton", replays, scratch), or None where it cannot be replayed."""
         defn = self.defn
         decision = dispatch.decide(defn, p, _FORCED.get(defn.name))
         if decision.path == "fallback":
             fallback = defn.fallbacks[decision.fallback]
             fallback(p)
-            return fallback
+            return "fallback", fallback
         fields = tuple(f.name for f in dataclasses.fields(defn.problem))
         scratch = Scratch()
         replays = [Replay(launch, p, fields, launch(), scratch)
                    for launch in defn.launches(p, dict(decision.config), decision.backend)]
-        if not all(r.ok for r in replays):
-            return None
-
-        def replay(q):
-            made = scratch.make()
-            for r in replays:
-                r(q, made)
-        return replay if scratch.views or len(replays) != 1 else functools.partial(replays[0], scratch=[])
+        return ("triton", replays, scratch) if all(r.ok for r in replays) else None
 
     def __call__(self, *args, **kwargs):
         defn = self.defn
@@ -230,9 +265,7 @@ class Runner:
         except TypeError:  # an unhashable argument: validation will name it
             key = plan = None
         if plan is not None:
-            p = plan.problem(args, kwargs)
-            plan.run(p)
-            return defn.result(p)
+            return plan.call(args, kwargs)
         return self._first_call(key, args, kwargs)
 
     def _first_call(self, key, args: tuple, kwargs: dict):
@@ -243,9 +276,9 @@ class Runner:
         if _environ_get(CHECK_BOUNDS_ENV) == "1" and defn.check_values is not None:
             defn.check_values(p)
             key = None
-        run = self._execute(p)
-        if key is not None and run is not None:
-            plan = _Plan(defn, validated, args, kwargs, run)
+        path = self._execute(p)
+        if key is not None and path is not None:
+            plan = _Plan(defn, validated, p, args, kwargs, path)
             if plan.ok:
                 if self.generation != autotune.generation:
                     self.plans.clear()

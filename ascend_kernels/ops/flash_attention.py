@@ -16,7 +16,7 @@ from ..launcher.op import define
 from ..reference import flash_attention as ref
 from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale, no_fp8
 from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
-                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
+                      dtype_name, first_bad, next_pow2, no_output, not_contiguous_in_last_dim,
                       softmax_scale_of)
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -331,8 +331,8 @@ def _check_values(p: Problem) -> None:
         result=lambda p: (p.out, p.lse) if p.return_lse else p.out, outputs=("out", "lse"),
         fresh={"out": lambda p: torch.empty_like(p.q, memory_format=torch.contiguous_format)
                if p.out is None else p.out,
-               "lse": lambda p: torch.empty((p.num_heads, p.q.shape[0]) if p.return_lse else (0,),
-                                            dtype=torch.float32, device=p.device),
+               "lse": lambda p: torch.empty((p.num_heads, p.q.shape[0]), dtype=torch.float32, device=p.device)
+               if p.return_lse else no_output(p.device),
                "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
         check_values=_check_values)
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,

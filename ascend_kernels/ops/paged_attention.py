@@ -11,7 +11,7 @@ from ..kernels import paged_attention as kern
 from ..launcher import device as _device
 from ..launcher.device import backend_flag
 from ..launcher.configs import split_config
-from ..launcher.launch import Launch
+from ..launcher.launch import Launch, zeroed_counters
 from ..launcher.op import define
 from ..reference import paged_attention as ref
 from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, cache_constexprs, check_kv_caches, check_scales,
@@ -155,6 +155,11 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     ns = pl["num_splits"]
     out, q, kc, vc = p.out, p.query, p.key_cache, p.value_cache
     s, h, hd = q.shape
+    # one launch: the last split of each task merges; not while a graph is being captured before
+    # the counters exist (they must be zeroed outside the graph)
+    merge_last = ns > 1 and backend_flag(backend, "MERGE_IN_KERNEL") and config.get("MERGE_LAST", True) \
+        and zeroed_counters.ready(p.device, s * d["num_kv_heads"])
+    arrivals = zeroed_counters(p.device, s * d["num_kv_heads"]) if merge_last else None
     if ns == 1:
         target, lse = out, out  # lse unread when NUM_SPLITS == 1
     else:
@@ -174,15 +179,18 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         num_blocks=kc.shape[0], max_blocks=p.block_table.shape[1],
         q_stride_s=q.stride(0), q_stride_h=q.stride(1), k_stride_b=kc.stride(0), k_stride_s=kc.stride(1),
         k_stride_h=kc.stride(2), v_stride_b=vc.stride(0), v_stride_s=vc.stride(1), v_stride_h=vc.stride(2),
-        bt_stride_s=p.block_table.stride(0) if d["max_blocks"] else 0, o_stride_s=target.stride(0), o_stride_h=target.stride(1))
+        bt_stride_s=p.block_table.stride(0) if d["max_blocks"] else 0, o_stride_s=target.stride(0),
+        o_stride_h=target.stride(1), final_ptr=out, f_stride_s=out.stride(0), f_stride_h=out.stride(1),
+        arrivals_ptr=arrivals if merge_last else p.seq_lens)  # unread without MERGE_LAST
     constexprs = dict(pl["constexprs"], SOFTCAP=p.softcap, USE_ALIBI=p.alibi_slopes is not None,
                       # quantized caches on CUDA: dots in fp16 (kernels/_quant.cache_tile_as); the
                       # config's FP16_DOTS False keeps them in the query's dtype
                       FP16_DOTS=kc.dtype in QUANT_OF and backend_flag(backend, "QUANT_DOTS_FP16")
                       and bool(config.get("FP16_DOTS", True)),
                       **cache_constexprs(kc.dtype, p.k_scale, backend))
+    constexprs.update(MERGE_LAST=merge_last, BLOCK_S=pl["merge_constexprs"]["BLOCK_S"])
     launches = [Launch(kern.paged_attention_kernel, (pl["grid"],), args, constexprs, options)]
-    if ns > 1:
+    if ns > 1 and not merge_last:
         merge = dict(part_ptr=target, lse_ptr=lse, out_ptr=out, num_rows=s * h, num_heads=h,
                      o_stride_s=out.stride(0), o_stride_h=out.stride(1))
         launches.append(Launch(kern.paged_attention_merge_kernel, (pl["merge_grid"],), merge,

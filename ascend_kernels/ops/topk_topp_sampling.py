@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import numbers
 import os
 from typing import Optional, Union
@@ -15,7 +14,8 @@ from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import CHECK_BOUNDS_ENV, define
 from ..reference import topk_topp_sampling as ref
-from ._common import FLOAT_DTYPES, atb_fallback, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim
+from ._common import (FLOAT_DTYPES, atb_fallback, check_tensor, dtype_name, next_pow2, no_output,
+                      not_contiguous_in_last_dim)
 
 NC = 16      # candidate keys per search round (17-ary search)
 ROUNDS = 8   # 17^8 > 2^32: any int32 key range resolves in 8 rounds
@@ -135,8 +135,10 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     k_t = p.top_k if p.top_k is not None else seeds      # unread unless K_TENSOR
     p_t = p.top_p if p.top_p is not None else pool_x     # unread unless P_TENSOR
     t_t = p.temperature if p.temperature is not None else pool_x
+    row_group_max = use_pool and bool(constexprs.get("ROW_GROUP_MAX", False))
+    constexprs["ROW_GROUP_MAX"] = row_group_max
     launches = []
-    if use_pool:
+    if use_pool and not row_group_max:
         gpb = constexprs["GPB"]
         tasks = batch * -(-num_groups // gpb)
         grid = (_device.persistent_grid(dev, tasks, max(per_core, 4), cube=False),)
@@ -152,7 +154,6 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
                 top_k_ptr=k_t, top_p_ptr=p_t, temp_ptr=t_t, seeds_ptr=seeds, top_k_val=p.top_k_val,
                 top_p_val=float(p.top_p_val), temp_val=float(p.temperature_val), batch=batch,
                 vocab=vocab, num_groups=num_groups, stride_row=p.logits.stride(0), ws_stride=ws_rows)
-    constexprs.pop("GPB")
     constexprs.update(HAS_K=p.has_k, K_TENSOR=p.top_k is not None, HAS_P=p.has_p,
                       P_TENSOR=p.top_p is not None, T_TENSOR=p.temperature is not None,
                       RETURN_PROBS=p.return_probs, NC=NC, ROUNDS=ROUNDS, SROUNDS=SROUNDS)
@@ -179,19 +180,10 @@ def _reference(p: Problem) -> None:
     _copy_out(p, ref.topk_topp_sampling(*args, **kwargs))
 
 
-
-
 def _tuning_key(p: Problem) -> tuple[dict, dict]:
     fixed = {"vocab": p.vocab, "dtype": dtype_name(p.logits.dtype),
              "top_k": p.has_k, "top_p": p.has_p, "return_probs": p.return_probs}
     return fixed, {"batch": p.batch}
-
-
-@functools.lru_cache(maxsize=None)
-def _no_probs(device: torch.device) -> torch.Tensor:
-    """The probs argument when none are returned: one empty tensor per device, never written
-    (an allocation less per call)."""
-    return torch.empty(0, dtype=torch.float32, device=device)
 
 
 @define(problem=Problem, kernel_module=kern, capability=_capability, launches=_launches,
@@ -202,7 +194,7 @@ def _no_probs(device: torch.device) -> torch.Tensor:
         fresh={"seeds": lambda p: ref.draw_seeds(p.batch, p.device, p.generator) if p.seeds is None else p.seeds,
                "tokens": lambda p: torch.empty(p.batch, dtype=torch.int64, device=p.device),
                "probs": lambda p: torch.empty((p.batch, p.vocab), dtype=torch.float32, device=p.device)
-               if p.return_probs else _no_probs(p.device)})
+               if p.return_probs else no_output(p.device)})
 def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, None] = None,
                        top_p: Union[float, torch.Tensor, None] = None,
                        temperature: Union[float, torch.Tensor, None] = None,

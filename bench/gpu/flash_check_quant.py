@@ -22,7 +22,6 @@ import ascend_kernels as ak  # before triton
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from ascend_kernels.launcher.op import force_config
 from bench.gpu._timing import graph_of, median_ms
 
 DT, D, BS = torch.bfloat16, 128, 16
@@ -71,7 +70,7 @@ def prefill(b, s, h, kvh, rows):
     shape = f"prefill B{b} x {s}, {h}/{kvh} heads"
     layouts = LAYOUTS if kvh < h else LAYOUTS[:1]
     for name, config in layouts:
-        with force_config("flash_attention", config):
+        with ak.force_config("flash_attention", config):
             ms, o = timed(lambda: ak.flash_attention(q, k, v, cu_seqlens_q=cu, max_seqlen_q=s, out=out), out)
         rows.append((shape, f"ours, {name}", ms, flops, rel_err(o[:s], want)))
     qb = q.view(b, s, h, D).transpose(1, 2)
@@ -106,7 +105,7 @@ def chunked_prefill(rows):
             scales = {f"{n}_scale": x.float().abs().amax(dim=(0, 1, 3)) / 127 for n, x in (("k", k), ("v", v))}
         ak.reshape_and_cache(k.reshape(-1, kvh, D), v.reshape(-1, kvh, D), kc, vc, slots, **scales)
         for name, config in LAYOUTS:
-            with force_config("flash_attention", config):
+            with ak.force_config("flash_attention", config):
                 ms, o = timed(lambda: ak.flash_attention(q, kc, vc, cu_seqlens_q=cu, max_seqlen_q=chunk,
                                                          seqused_k=used, block_table=table, out=out,
                                                          **scales), out)

@@ -3,9 +3,11 @@ kernel time of each op's acceptance shape, in one process (CUDA).
 
     PYTHONPATH=. python3 bench/gpu/host_time.py [--label NAME] [--json FILE]
 
-Host time: wall clock over 400 back-to-back calls of small, host-bound shapes, one sync at the
-end (what an eager engine step pays per call). Only the public API is used, so the same script
-times any version of the package on PYTHONPATH.
+Per small call, over 400 back-to-back eager calls: the host time (until the last call returns,
+before the sync: what an eager engine step pays per call on the host), the wall clock (one
+sync at the end included: the host time unless the kernels take longer) and the kernel time of
+the same small shape in graph replay (host-bound when it is well below the host time). Only the
+public API is used, so the same script times any version of the package on PYTHONPATH.
 """
 import argparse
 import contextlib
@@ -18,8 +20,6 @@ import triton
 import triton.language as tl
 
 import ascend_kernels as ak
-from ascend_kernels.launcher.launch import DIRECT_ENV
-from ascend_kernels.launcher.op import force_config
 from bench.gpu._timing import graph_of, median_ms
 
 DEV = "cuda"
@@ -30,18 +30,21 @@ def _trivial(x_ptr):
     tl.store(x_ptr, 1.0)
 
 
-def per_call_us(fn, calls: int = 400) -> float:
+def per_call_us(fn, calls: int = 400) -> tuple:
+    """(host µs, wall µs) per call, best of 5 rounds of `calls` calls."""
     for _ in range(20):
         fn()
     torch.cuda.synchronize()
-    best = float("inf")
+    host = wall = float("inf")
     for _ in range(5):
         start = time.perf_counter()
         for _ in range(calls):
             fn()
+        queued = time.perf_counter()
         torch.cuda.synchronize()
-        best = min(best, (time.perf_counter() - start) / calls * 1e6)
-    return best
+        host = min(host, (queued - start) / calls * 1e6)
+        wall = min(wall, (time.perf_counter() - start) / calls * 1e6)
+    return host, wall
 
 
 def rac_inputs(tokens, heads=8, head=128, bs=16, num_blocks=1024):
@@ -113,16 +116,15 @@ def calls():
            lambda: ak.flash_attention(Fq, Fk, Fv, cu_seqlens_q=Fcu, max_seqlen_q=4096, out=Fout))
     yield ("topk_topp_sampling", lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds),
            lambda: ak.topk_topp_sampling(blogits, top_k=50, top_p=0.9, seeds=bseeds))
-    # variants of the small calls (eager only, timed inside the context): what a launch choice
-    # costs on the host
-    yield ("reshape_and_cache through Triton's launcher (DIRECT_LAUNCH=0)",
-           lambda: ak.reshape_and_cache(k, v, kc, vc, slots), None, env_set(DIRECT_ENV, "0"))
-    yield ("paged_attention, one launch (no split-KV)",
+    # variants of the small calls (timed inside the context): what a launch choice costs
+    yield ("reshape_and_cache through Triton's launcher (ASCEND_KERNELS_DIRECT_LAUNCH=0)",
+           lambda: ak.reshape_and_cache(k, v, kc, vc, slots), None, env_set("ASCEND_KERNELS_DIRECT_LAUNCH", "0"))
+    yield ("paged_attention, split-KV merged by a second launch",
            lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
-           force_config("paged_attention", {"grid_num_splits": 1}))
-    yield ("flash_attention, pointer loads (no tensor descriptors)",
-           lambda: ak.flash_attention(fq, fk, fv, cu_seqlens_q=fcu, max_seqlen_q=64, out=fout), None,
-           force_config("flash_attention", {"USE_TMA": False}))
+           ak.force_config("paged_attention", {"MERGE_LAST": False}))
+    yield ("topk_topp_sampling, group statistics by a launch before",
+           lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds), None,
+           ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": False}))
 
 
 def main():
@@ -133,18 +135,21 @@ def main():
     rows = []
     for name, eager, accept, *ctx in calls():
         with ctx[0] if ctx else contextlib.nullcontext():
-            row = {"label": args.label, "call": name, "host_us_per_call": per_call_us(eager)}
+            host, wall = per_call_us(eager)
+            row = {"label": args.label, "call": name, "host_us_per_call": host, "wall_us_per_call": wall,
+                   "small_graph_replay_us": median_ms(graph_of(eager).replay) * 1e3}
         if accept is not None:
             row["graph_replay_ms"] = median_ms(graph_of(accept).replay)
         rows.append(row)
     raw = rows[0]["host_us_per_call"]
     print(f"# {args.label}: {torch.cuda.get_device_name()}, torch {torch.__version__}, triton {triton.__version__}")
-    print("| call | host µs/call | x raw launch | graph replay ms (acceptance shape) |")
-    print("|---|---:|---:|---:|")
+    print("| call | host µs/call | x raw launch | wall µs/call | small shape, graph replay µs | "
+          "acceptance shape, graph replay ms |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         g = r.get("graph_replay_ms")
         print(f"| {r['call']} | {r['host_us_per_call']:.1f} | {r['host_us_per_call'] / raw:.2f} | "
-              f"{'' if g is None else f'{g:.4f}'} |")
+              f"{r['wall_us_per_call']:.1f} | {r['small_graph_replay_us']:.1f} | {'' if g is None else f'{g:.4f}'} |")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -14,7 +14,6 @@ import sys
 import ascend_kernels as ak  # before triton
 import torch
 
-from ascend_kernels.launcher.op import force_config
 from bench.gpu._timing import graph_of, median_ms
 
 B, CTX, H, KVH, D, BS = 64, 4096, 32, 8, 128, 16
@@ -63,7 +62,7 @@ def main() -> int:
         def call(kc=kc, vc=vc, scales=scales, out=out):
             ak.paged_attention(q, kc, vc, table, lens, out=out, **scales)
 
-        with force_config("paged_attention", {"FP16_DOTS": "dots in bf16" not in name}):
+        with ak.force_config("paged_attention", {"FP16_DOTS": "dots in bf16" not in name}):
             graph = graph_of(call)
         out.fill_(float("nan"))
         graph.replay()

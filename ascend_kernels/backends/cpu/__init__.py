@@ -10,6 +10,8 @@ from __future__ import annotations
 
 FALLBACK = "reference"
 DOTS_IN_FP32 = True
+# split-KV decode merges in the same launch (kernels/paged_attention.py, MERGE_LAST)
+MERGE_IN_KERNEL = True
 
 
 def properties(index: int) -> dict:

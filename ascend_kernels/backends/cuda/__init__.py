@@ -11,6 +11,8 @@ OPTIONS = ("num_warps", "num_stages")
 # (kernels/_quant.py); 1.46x -> 1.04x the bf16 decode time on the H200. Prefill (wgmma) is
 # slower that way (1.35 -> 2.07 ms) and keeps its dots in the query's dtype.
 QUANT_DOTS_FP16 = True
+# split-KV decode merges in the same launch (kernels/paged_attention.py, MERGE_LAST)
+MERGE_IN_KERNEL = True
 
 
 def properties(index: int) -> dict:
