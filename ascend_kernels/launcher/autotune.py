@@ -73,11 +73,13 @@ _SOURCE_HASHES: dict = {}
 
 
 def source_hash(defn: Any, backend: str) -> str:
-    """Hash of the op's kernels and its search space on `backend` (computed once per process)."""
+    """Hash of the op's kernels and its search space on `backend` (computed once per process):
+    what a tuning result depends on. The heuristic rules are not in it: they choose no tuned
+    config, so a rule can change without making the tuned entries stale."""
     k = (defn.name, backend)
     if k not in _SOURCE_HASHES:
         _SOURCE_HASHES[k] = sources.source_hash(sources.module_kernels(defn.kernel_module),
-                                                _configs.entry(defn.name, backend))
+                                                _configs.entry(defn.name, backend)["space"])
     return _SOURCE_HASHES[k]
 
 

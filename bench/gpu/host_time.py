@@ -3,10 +3,10 @@ kernel time of each op's acceptance shape, in one process (CUDA).
 
     PYTHONPATH=. python3 bench/gpu/host_time.py [--label NAME] [--json FILE]
 
-Per small call, over 400 back-to-back eager calls: the host time (until the last call returns,
-before the sync: what an eager engine step pays per call on the host), the wall clock (one
-sync at the end included: the host time unless the kernels take longer) and the kernel time of
-the same small shape in graph replay (host-bound when it is well below the host time). Only the
+Per small call: the host time (100 calls enqueued behind a sleeping kernel: what an eager
+engine step pays per call on the host), the wall clock over 400 back-to-back eager calls and
+one sync (the host time, unless the kernels take longer) and the kernel time of the same
+small shape in graph replay. Only the
 public API is used, so the same script times any version of the package on PYTHONPATH.
 """
 import argparse
@@ -30,19 +30,29 @@ def _trivial(x_ptr):
     tl.store(x_ptr, 1.0)
 
 
-def per_call_us(fn, calls: int = 400) -> tuple:
-    """(host µs, wall µs) per call, best of 5 rounds of `calls` calls."""
+SLEEP_CYCLES = 40_000_000  # about 20 ms of a sleeping kernel: the GPU stays busy while calls queue
+
+
+def per_call_us(fn, calls: int = 400, queued: int = 100) -> tuple:
+    """(host µs, wall µs) per call, best of 5 rounds each. Host: `queued` calls enqueued behind a
+    sleeping kernel, so no call waits on the GPU (a kernel slower than its launch would
+    otherwise hold the host back once the launch queue fills). Wall: `calls` back-to-back
+    calls and one sync."""
     for _ in range(20):
         fn()
     torch.cuda.synchronize()
     host = wall = float("inf")
     for _ in range(5):
+        torch.cuda._sleep(SLEEP_CYCLES)
+        start = time.perf_counter()
+        for _ in range(queued):
+            fn()
+        host = min(host, (time.perf_counter() - start) / queued * 1e6)
+        torch.cuda.synchronize()
         start = time.perf_counter()
         for _ in range(calls):
             fn()
-        queued = time.perf_counter()
         torch.cuda.synchronize()
-        host = min(host, (queued - start) / calls * 1e6)
         wall = min(wall, (time.perf_counter() - start) / calls * 1e6)
     return host, wall
 
@@ -122,9 +132,13 @@ def calls():
     yield ("paged_attention, split-KV merged by a second launch",
            lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
            ak.force_config("paged_attention", {"MERGE_LAST": False}))
-    yield ("topk_topp_sampling, group statistics by a launch before",
+    for splits in (1, 8):
+        yield (f"paged_attention, {splits} split{'s' if splits > 1 else ''} per sequence",
+               lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
+               ak.force_config("paged_attention", {"grid_num_splits": splits}))
+    yield ("topk_topp_sampling, group statistics in the row's program (one launch)",
            lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds), None,
-           ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": False}))
+           ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": True, "GPB": 32}))
 
 
 def main():
