@@ -180,6 +180,31 @@ def test_cached_plan_rebinds_every_call(seed):
         assert torch.equal(kc2[s // 16, s % 16], key2[i]) and torch.equal(vc2[s // 16, s % 16], value2[i])
 
 
+def test_replayed_plan_makes_fresh_outputs_and_passes_given_ones_through(seed):
+    """A replayed call allocates a new output when none is given (never the first call's), and
+    writes and returns the one it is given; a host float scale becomes a tensor on every call."""
+    p = problems.make("paged_attention", {"seqs": 2, "heads": 4, "kv_heads": 2, "head_size": 32,
+                                          "block_size": 16, "context": 40}, "cpu", torch.float16)
+    args = (p.query, p.key_cache, p.value_cache, p.block_table, p.seq_lens)
+    first, second = ak.paged_attention(*args), ak.paged_attention(*args)
+    assert len(ak.paged_attention.plans) == 1
+    assert first.data_ptr() != second.data_ptr() and torch.equal(first, second)
+    out = torch.full_like(p.query, float("nan"))
+    for _ in range(2):
+        assert ak.paged_attention(*args, out=out) is out
+        assert torch.equal(out, first)
+    key, value, kc, vc, slots = _cache_args()
+    codes = [torch.zeros(kc.shape, dtype=torch.int8), torch.zeros(vc.shape, dtype=torch.int8)]
+    for key in (key, torch.randn_like(key)):  # one plan: the scale is made a tensor per call
+        ak.reshape_and_cache(key, value, *codes, slots, k_scale=0.05, v_scale=0.05)
+        for i, s in enumerate(slots.tolist()):
+            if s < 0:
+                continue
+            got = codes[0][s // 16, s % 16].float() * 0.05
+            assert (got - key[i].float().clamp(-127 * 0.05, 127 * 0.05)).abs().max() <= 0.0251
+    assert len(ak.reshape_and_cache.plans) == 1
+
+
 def test_plans_follow_the_environment_and_tuning(monkeypatch):
     args = _cache_args()
     ak.reshape_and_cache(*args)
