@@ -144,7 +144,8 @@ class ZeroedCounters:
     MIN_COUNTERS = 4096
 
     def __init__(self):
-        self.buffers: dict = {}
+        self.buffers: dict = {}  # device -> the current buffer
+        self.kept: list = []     # every buffer ever made
         self.ids: set = set()
 
     def ready(self, device: torch.device, n: int) -> bool:
@@ -161,11 +162,10 @@ class ZeroedCounters:
                               dtype=torch.int32, device=device)
             self.buffers[device] = buf
             self.ids.add(id(buf))
-            _KEPT.append(buf)
+            self.kept.append(buf)
         return buf
 
 
-_KEPT: list = []  # every counter buffer ever made (never freed)
 zeroed_counters = ZeroedCounters()
 
 
