@@ -205,6 +205,27 @@ def test_replayed_plan_makes_fresh_outputs_and_passes_given_ones_through(seed):
     assert len(ak.reshape_and_cache.plans) == 1
 
 
+@pytest.mark.parametrize("backend", ["triton", "fallback"])
+def test_replayed_plan_takes_shared_empty_outputs_as_constants(backend, seed, monkeypatch):
+    """flash_attention without return_lse (and sampling without return_probs) fills its unused
+    output with one shared empty tensor: a replay passes it as a constant (no per-call maker),
+    the fallback's replayed problem holds it too, and every call computes the new inputs."""
+    monkeypatch.setenv("ASCEND_KERNELS_BACKEND", backend)
+    q, k, v = (torch.randn(18, h, 16, dtype=torch.float16) for h in (2, 1, 1))
+    cu = torch.tensor([0, 9, 18], dtype=torch.int32)
+    kwargs = dict(cu_seqlens_q=cu, max_seqlen_q=9, causal=True)
+    first = ak.flash_attention(q, k, v, **kwargs).clone()
+    (plan,) = ak.flash_attention.plans.values()
+    assert "fresh_lse" not in plan.code
+    torch.manual_seed(seed)
+    q2 = torch.randn_like(q)
+    second = ak.flash_attention(q2, k, v, **kwargs)
+    assert len(ak.flash_attention.plans) == 1
+    ak.flash_attention.plans.clear()  # the same call, validated and decided anew
+    assert torch.equal(second, ak.flash_attention(q2, k, v, **kwargs))
+    assert not torch.equal(first, second)
+
+
 def test_plans_follow_the_environment_and_tuning(monkeypatch):
     args = _cache_args()
     ak.reshape_and_cache(*args)
@@ -338,3 +359,37 @@ def test_fp8_caches_are_for_cuda_kernels_only(name, shape):
         ok, reason = op.get(name).capability(backend, p)
         assert not ok and why in reason, (backend, reason)
     assert op.get(name).capability("npu", problems.make(name, shape, "cpu", torch.float16))[0]
+
+
+def test_plans_call_the_c_launcher_only_behind_the_python_layer_they_know():
+    """A compiled kernel's `run` in the shape of triton 3.4-3.6's CudaLauncher (a Python
+    `__call__(gridX, gridY, gridZ, stream, function, *args)` in front of `launch`) is called
+    through `launch` directly, unless the kernel needs a global or profile scratch (which the
+    Python layer allocates); any other launcher is called as it is."""
+    from types import SimpleNamespace
+
+    from ascend_kernels.launcher import launch
+
+    class Launcher36:
+        def __init__(self, scratch):
+            self.launch = object()
+            self.global_scratch_size, self.profile_scratch_size = scratch, 0
+            self.launch_cooperative_grid, self.launch_pdl = 0, 1
+
+        def __call__(self, gridX, gridY, gridZ, stream, function, *args):
+            raise AssertionError("not called")
+
+    class Launcher39(Launcher36):
+        def __call__(self, gridX, gridY, gridZ, stream, function, kernel_metadata, launch_metadata,
+                     launch_enter_hook, launch_exit_hook, *args):
+            raise AssertionError("not called")
+
+    def compiled(run):
+        return SimpleNamespace(run=run, function=1234, packed_metadata=(4, 1, 0))
+
+    run = Launcher36(0)
+    fn, after = launch._c_launch(compiled(run), (2, 1, 1))
+    assert fn is run.launch
+    assert after == (1234, 0, 1, None, None, (4, 1, 0), None, None, None)
+    assert launch._c_launch(compiled(Launcher36(64)), (2, 1, 1)) is None
+    assert launch._c_launch(compiled(Launcher39(0)), (2, 1, 1)) is None

@@ -13,14 +13,19 @@ the bound arguments in the kernel's parameter order: every parameter from triton
 (constexprs included), the non-constexpr ones before (triton 3.2, which triton-ascend 3.2 is).
 What that runner looks up on every call (the driver, the launcher, the launch hooks) is looked up
 once, when the plan is made; when launch hooks are set then (a profiler), replays go through the
-runner itself, which calls them. Under the interpreter, or with ASCEND_KERNELS_DIRECT_LAUNCH=0,
-a replay calls `kernel[grid](**kwargs)` instead.
+runner itself, which calls them. Where the launcher is triton 3.4-3.6's CUDA one (a Python
+`CudaLauncher` in front of a generated C function) and the kernel needs no global or profile
+scratch, the plan calls the C function itself (`Replay.c_launch`): the Python layer only
+allocates those scratches and forwards the arguments. Under the interpreter, or with
+ASCEND_KERNELS_DIRECT_LAUNCH=0, a replay calls `kernel[grid](**kwargs)` instead.
 """
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 import os
-from typing import Any
+from typing import Any, Optional
 
 import torch
 
@@ -84,6 +89,38 @@ def _direct_runner(compiled, grid: tuple):
     return run
 
 
+@functools.lru_cache(maxsize=None)
+def _forwards_to_launch(launcher_type) -> bool:
+    """Whether a compiled kernel's `run` is triton 3.4-3.6's CudaLauncher, whose call is
+    `launch(gridX, gridY, gridZ, stream, function, cooperative, pdl, global_scratch,
+    profile_scratch, *args)` after allocating the two scratches."""
+    try:
+        names = list(inspect.signature(launcher_type.__call__).parameters)
+    except (TypeError, ValueError):
+        return False
+    return names == ["self", "gridX", "gridY", "gridZ", "stream", "function", "args"]
+
+
+def _c_launch(compiled, grid: tuple):
+    """(the launcher's C function, the arguments that come after the stream) where a plan may
+    call that function itself (see the module docstring), else None."""
+    run = compiled.run
+    if not _forwards_to_launch(type(run)) or not hasattr(run, "launch") \
+            or getattr(run, "global_scratch_size", 1) or getattr(run, "profile_scratch_size", 1):
+        return None
+    return run.launch, (compiled.function, run.launch_cooperative_grid, run.launch_pdl, None, None,
+                        compiled.packed_metadata, None, None, None)
+
+
+def stream_getters() -> tuple:
+    """(get_stream, get_device) of the active driver: get_stream(get_device()) is the current
+    device's current stream, as the launchers take it."""
+    from triton.runtime import driver
+
+    active = driver.active
+    return active.get_current_stream, active.get_current_device
+
+
 def rebased(desc, base: torch.Tensor):
     """A host tensor descriptor like `desc` over `base` (same shape, strides and block; the
     signature guarantees them): a copy of its fields, without the dataclass's checks."""
@@ -98,17 +135,68 @@ def _params(kernel) -> list:
     return [(p.name, bool(p.is_constexpr)) for p in kernel.params]
 
 
+_PERMANENT: dict = {}  # id -> tensor: tensors that live as long as the process
+
+
+def permanent(t: torch.Tensor) -> torch.Tensor:
+    """Mark a tensor that is never freed nor rewritten by the host (a shared empty output, the
+    zeroed counters): a plan takes it as a constant, like a number."""
+    if not torch.compiler.is_compiling():  # traced code only makes a custom op's arguments
+        _PERMANENT[id(t)] = t
+    return t
+
+
+def is_permanent(t) -> bool:
+    return _PERMANENT.get(id(t)) is t
+
+
+@functools.lru_cache(maxsize=None)
+def unused_output(device: torch.device) -> torch.Tensor:
+    """An optional fp32 output that was not asked for: one empty tensor per device, never
+    written (an allocation less per call)."""
+    return permanent(torch.empty(0, dtype=torch.float32, device=device))
+
+
+class _Workspaces:
+    """One work buffer per (device, stream) for the per-call scratch of direct CUDA launches,
+    grown as needed: the launches of a stream run in order, so a call's scratch is free again
+    when the stream's next call runs, and streams never share one. Not while the stream is being
+    captured: a graph allocates its own scratch (from its own pool), so no graph shares memory
+    with eager calls or with another graph."""
+
+    def __init__(self):
+        self.buffers: dict = {}  # (device, stream) -> uint8 buffer
+
+    def get(self, device: torch.device, stream: int, nbytes: int):
+        """The stream's buffer of at least nbytes, or None while capturing."""
+        if torch.cuda.is_current_stream_capturing():
+            return None
+        buf = self.buffers.get((device, stream))
+        if buf is None or buf.numel() < nbytes:
+            # a freed buffer may still be read by this stream's queued launches: the allocator
+            # hands it out again only to work queued after them on the same stream
+            buf = torch.empty(max(nbytes, 2 * (0 if buf is None else buf.numel())),
+                              dtype=torch.uint8, device=device)
+            self.buffers[(device, stream)] = buf
+        return buf
+
+
+workspaces = _Workspaces()
+
+
 class Scratch:
     """Rebuilds, per call, the kernel arguments that are neither fields of the problem nor
     constants: work buffers the op allocated for its launches (and views of them), shared by
-    all the launches of one call. One allocation per call holds them all (each buffer at a
-    256-byte aligned offset, as the allocator would place it)."""
+    all the launches of one call, all placed in one buffer (each at a 256-byte aligned offset,
+    as the allocator would place it): the stream's workspace for direct CUDA launches (one
+    dict lookup), else one allocation per call."""
 
     def __init__(self):
         self.roots: list = []    # (storage data pointer, bytes) of each buffer
         self.views: list = []    # (dtype, shape, stride, element offset in the allocation)
         self.offsets: list = []  # byte offset of each buffer in the per-call allocation
         self.total, self.device = 0, None
+        self.placed: dict = {}   # stream -> (its workspace, the views' addresses in it)
 
     def add(self, t: torch.Tensor) -> int:
         storage = t.untyped_storage()
@@ -124,15 +212,27 @@ class Scratch:
             self.views.append(view)
         return self.views.index(view)
 
-    def make(self, as_address: bool) -> tuple:
-        """(the allocation, to keep alive until the launches are queued; the views, or their
-        addresses when the launcher takes addresses)."""
+    def _addresses(self, buf: torch.Tensor) -> list:
+        base = buf.data_ptr()
+        return [base + start * dtype.itemsize for dtype, _, _, start in self.views]
+
+    def make(self) -> tuple:
+        """(the allocation, to keep alive until the launches are queued; the views)."""
         buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
-        if as_address:
-            base = buf.data_ptr()
-            return buf, [base + start * dtype.itemsize for dtype, _, _, start in self.views]
         return buf, [buf.view(dtype).as_strided(shape, stride, start)
                      for dtype, shape, stride, start in self.views]
+
+    def addresses(self, stream: int) -> tuple:
+        """(the buffer, to keep alive until the launches are queued; the views' addresses) in
+        the stream's workspace, or in an allocation of this call while capturing."""
+        buf = workspaces.get(self.device, stream, self.total)
+        if buf is None:
+            buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
+            return buf, self._addresses(buf)
+        placed = self.placed.get(stream)
+        if placed is None or placed[0] is not buf:
+            placed = self.placed[stream] = (buf, self._addresses(buf))
+        return placed
 
 
 class ZeroedCounters:
@@ -145,24 +245,17 @@ class ZeroedCounters:
 
     def __init__(self):
         self.buffers: dict = {}  # device -> the current buffer
-        self.kept: list = []     # every buffer ever made
-        self.ids: set = set()
 
-    def ready(self, device: torch.device, n: int) -> bool:
-        """Whether n counters exist or can be made now: not while a CUDA graph is being captured
-        (a zeroing captured into a graph would only run when it replays)."""
-        buf = self.buffers.get(device)
-        return (buf is not None and buf.numel() >= n) or not (
-            device.type == "cuda" and torch.cuda.is_current_stream_capturing())
-
-    def __call__(self, device: torch.device, n: int) -> torch.Tensor:
+    def get(self, device: torch.device, n: int) -> Optional[torch.Tensor]:
+        """n counters, or None while a CUDA graph is being captured before they exist (a zeroing
+        captured into a graph would only run when it replays)."""
         buf = self.buffers.get(device)
         if buf is None or buf.numel() < n:
-            buf = torch.zeros(max(self.MIN_COUNTERS, 1 << max(0, n - 1).bit_length()),
-                              dtype=torch.int32, device=device)
+            if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+                return None
+            buf = permanent(torch.zeros(max(self.MIN_COUNTERS, 1 << max(0, n - 1).bit_length()),
+                                        dtype=torch.int32, device=device))
             self.buffers[device] = buf
-            self.ids.add(id(buf))
-            self.kept.append(buf)
         return buf
 
 
@@ -172,8 +265,10 @@ zeroed_counters = ZeroedCounters()
 class Replay:
     """A launch re-bound to new tensors: built from the first call's `Launch`, the problem it
     was made for, and the compiled kernel Triton returned for it. `sources` says where each
-    argument of `runner` comes from on a later call: ("const", value), ("field", problem field),
-    ("scratch", index in the Scratch) or ("desc", problem field, host tensor descriptor over it)."""
+    argument of the launch comes from on a later call: ("const", value), ("field", problem
+    field), ("scratch", index in the Scratch) or ("desc", problem field, host tensor descriptor
+    over it). The launch itself is `runner(*arguments)`, or, where `c_launch` is set,
+    `c_launch[0](*grid, stream, *c_launch[1], *arguments)`."""
 
     def __init__(self, launch: Launch, problem: Any, field_names: tuple, compiled: Any, scratch: Scratch):
         fields = {id(getattr(problem, f)): f for f in field_names
@@ -181,15 +276,18 @@ class Replay:
         values = dict(launch.args, **launch.constexprs)
         direct = compiled is not None and os.environ.get(DIRECT_ENV, "1") != "0" \
             and hasattr(launch.kernel, "params")
+        self.c_launch = None
         if direct:  # only what the compiled kernel's launcher takes, in its order
             names = [n for n, c in _params(launch.kernel) if _RUNNER_TAKES_CONSTEXPRS or not c]
-            grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
-            runner = _direct_runner(compiled, grid)
+            self.grid = tuple(launch.grid) + (1,) * (3 - len(launch.grid))
+            runner = _direct_runner(compiled, self.grid)
             # CUDA: tensors go to the launcher as their addresses, which it takes as they are; a
             # tensor costs it a data_ptr() call and a cuPointerGetAttribute driver call (whether
             # the address is device memory: the signature's device already says so)
             self.as_address = runner is not None and _device.backend_of(problem) == "cuda"
-            self.runner = runner or compiled[grid]
+            self.runner = runner or compiled[self.grid]
+            if self.as_address:
+                self.c_launch = _c_launch(compiled, self.grid)
         else:
             names = list(values)
             self.as_address = False
@@ -201,7 +299,7 @@ class Replay:
         self.sources: list = []
         self.ok = True
         for v in map(values.get, names):
-            if isinstance(v, torch.Tensor) and id(v) in zeroed_counters.ids:
+            if isinstance(v, torch.Tensor) and is_permanent(v):
                 self.sources.append(("const", v.data_ptr() if self.as_address else v))
             elif isinstance(v, torch.Tensor):
                 self.sources.append(("field", fields[id(v)]) if id(v) in fields

@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional
 import torch
 
 from . import autotune, dispatch
-from .launch import DIRECT_ENV, Replay, Scratch, rebased
+from .launch import DIRECT_ENV, Replay, Scratch, is_permanent, stream_getters, rebased, unused_output
 
 CHECK_BOUNDS_ENV = "ASCEND_KERNELS_CHECK_BOUNDS"
 # environment switches read by validation or the decision: part of every plan's signature
@@ -73,6 +73,26 @@ class OpDef:
         for name, make in self.fresh.items():
             setattr(p, name, make(p))
         return p
+
+
+class Output:
+    """A `fresh` maker of an output field: the tensor the caller gave (the field is not None),
+    else a new tensor of `shape_dtype(p)` = (shape, dtype) on the problem's device, or, when
+    `wanted(p)` is false, the device's shared empty fp32 tensor (never written). A replay
+    allocates with its first call's shape and dtype (they follow from the signature), without
+    building the problem."""
+
+    def __init__(self, shape_dtype: Callable, wanted: Optional[Callable] = None):
+        self.shape_dtype, self.wanted, self.name = shape_dtype, wanted, None
+
+    def __call__(self, p: Any) -> torch.Tensor:
+        given = getattr(p, self.name)
+        if given is not None:
+            return given
+        if self.wanted is not None and not self.wanted(p):
+            return unused_output(p.device)
+        shape, dtype = self.shape_dtype(p)
+        return torch.empty(shape, dtype=dtype, device=p.device)
 
 
 _REGISTRY: dict = {}
@@ -159,55 +179,96 @@ class _Plan:
         self.ok = True
         expr, fresh = {}, []
         for name, v in zip(names, validated):
-            if isinstance(v, torch.Tensor):
+            if isinstance(v, torch.Tensor) and not is_permanent(v):
                 self.ok &= id(v) in where  # made from the arguments' values: not replayable
                 expr[name] = where.get(id(v), "None")
             else:
                 scope[f"c_{name}"] = v
                 expr[name] = f"c_{name}"
-        lines = [f"    p = Problem({', '.join(expr[n] for n in names)})"]
+        # (line, whether only a built problem needs it), in order
+        lines = [(f"    p = Problem({', '.join(expr[n] for n in names)})", True)]
         for name, make in defn.fresh.items():
-            if getattr(p, name) is not validated[names.index(name)]:
+            made = getattr(p, name)
+            if made is validated[names.index(name)]:
+                continue
+            if is_permanent(made):  # the same tensor on every call
+                scope[f"k_{name}"] = made
+                expr[name] = f"k_{name}"
+            elif isinstance(make, Output):  # a new output of the first call's shape and dtype
+                scope.update({"empty": torch.empty, f"shape_{name}": tuple(made.shape),
+                              f"dtype_{name}": made.dtype, f"device_{name}": made.device})
+                lines.append((f"    new_{name} = empty(shape_{name}, dtype=dtype_{name}, "
+                              f"device=device_{name})", False))
+                expr[name] = f"new_{name}"
+            else:
                 scope[f"fresh_{name}"] = make
-                lines.append(f"    p.{name} = fresh_{name}(p)")
+                lines.append((f"    p.{name} = fresh_{name}(p)", False))
                 expr[name] = f"p.{name}"
                 fresh.append(name)
+                continue
+            lines.append((f"    p.{name} = {expr[name]}", True))
         needs_p = bool(fresh)
         if path[0] == "fallback":
             scope["fallback"] = path[1]
-            lines.append("    fallback(p)")
+            lines.append(("    fallback(p)", False))
             needs_p = True
         else:
-            _, replays, scratch = path
-            if scratch.views:
-                scope["scratch_make"] = scratch.make
-                lines.append(f"    keep, scratch = scratch_make({any(r.as_address for r in replays)})")
-            for r, replay in enumerate(replays):
-                scope[f"run{r}"] = replay.runner
-                values = []
-                for i, (kind, *what) in enumerate(replay.sources):
-                    if kind == "const":
-                        scope[f"k{r}_{i}"] = what[0]
-                        values.append(f"k{r}_{i}")
-                    elif kind == "field":
-                        values.append(expr[what[0]] + (".data_ptr()" if replay.as_address else ""))
-                    elif kind == "scratch":
-                        values.append(f"scratch[{what[0]}]")
-                    else:  # a host tensor descriptor over a field
-                        scope[f"d{r}_{i}"] = what[1]
-                        values.append(f"rebased(d{r}_{i}, {expr[what[0]]})")
-                lines.append(f"    run{r}({', '.join(values)})")
+            lines += [(line, False) for line in self._launch_lines(path, expr, scope)]
         out = defn.result(p)
         ret = "None" if out is None else next(
             (expr[n] for n in names if isinstance(out, torch.Tensor) and getattr(p, n) is out), None)
         if ret is None:
             ret, needs_p = "result(p)", True
-        if not needs_p:
-            lines.pop(0)
+        lines = [line for line, only_p in lines if needs_p or not only_p]
         code = "\n".join(["def call(args, kwargs):"] + lines + [f"    return {ret}"])
         exec(code, scope)  # noqa: S102 -- our own field names only
         self.call = scope["call"]
         self.code = code
+
+    @staticmethod
+    def _launch_lines(path: tuple, expr: dict, scope: dict) -> list:
+        """The lines that re-bind and launch the replays: each tensor's address read once, the
+        stream once, the launcher's C function called directly where the replay allows it."""
+        _, replays, scratch = path
+        as_address = any(r.as_address for r in replays)
+        lines = []
+        if any(r.c_launch for r in replays) or (scratch.views and as_address):
+            scope["get_stream"], scope["get_device"] = stream_getters()
+            lines.append("    stream = get_stream(get_device())")
+        if scratch.views:
+            scope["scratch_of"] = scratch.addresses if as_address else scratch.make
+            lines.append(f"    keep, scratch = scratch_of({'stream' if as_address else ''})")
+        addresses: dict = {}
+        for r, replay in enumerate(replays):
+            values = []
+            for i, (kind, *what) in enumerate(replay.sources):
+                if kind == "const":
+                    scope[f"k{r}_{i}"] = what[0]
+                    values.append(f"k{r}_{i}")
+                elif kind == "field" and replay.as_address:
+                    if expr[what[0]] not in addresses:
+                        addresses[expr[what[0]]] = f"a{len(addresses)}"
+                        lines.append(f"    a{len(addresses) - 1} = {expr[what[0]]}.data_ptr()")
+                    values.append(addresses[expr[what[0]]])
+                elif kind == "field":
+                    values.append(expr[what[0]])
+                elif kind == "scratch":
+                    values.append(f"scratch[{what[0]}]")
+                else:  # a host tensor descriptor over a field
+                    scope[f"d{r}_{i}"] = what[1]
+                    values.append(f"rebased(d{r}_{i}, {expr[what[0]]})")
+            if replay.c_launch:
+                fn, after = replay.c_launch
+                scope[f"launch{r}"] = fn
+                head = list(map(repr, replay.grid)) + ["stream"]
+                for j, v in enumerate(after):
+                    scope[f"h{r}_{j}"] = v
+                    head.append(f"h{r}_{j}")
+                lines.append(f"    launch{r}({', '.join(head + values)})")
+            else:
+                scope[f"run{r}"] = replay.runner
+                lines.append(f"    run{r}({', '.join(values)})")
+        return lines
 
 
 class Runner:
@@ -301,6 +362,9 @@ def define(*, problem: type, kernel_module, capability, launches, fallbacks, tun
     def wrap(validate):
         nonlocal features
         features = features or _tuning_features(tuning_key)
+        for name, make in (fresh or {}).items():
+            if isinstance(make, Output):
+                make.name = name
         defn = OpDef(validate.__name__, validate, problem, kernel_module, capability, launches,
                      fallbacks, tuning_key, features, result, tuple(outputs),
                      dict(fresh or {}), check_values)

@@ -1,7 +1,6 @@
 """Argument checks and small helpers shared by the ops (no kernels, no dispatch)."""
 from __future__ import annotations
 
-import functools
 import importlib
 import math
 from typing import Iterable, Optional, Sequence
@@ -17,13 +16,6 @@ def dtype_name(dtype: torch.dtype) -> str:
 
 def next_pow2(n: int) -> int:
     return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
-
-
-@functools.lru_cache(maxsize=None)
-def no_output(device: torch.device) -> torch.Tensor:
-    """An optional fp32 output that was not asked for: one empty tensor per device, never
-    written (an allocation less per call)."""
-    return torch.empty(0, dtype=torch.float32, device=device)
 
 
 def check_tensor(name: str, t, *, ndim: Optional[int] = None,

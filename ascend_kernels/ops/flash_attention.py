@@ -12,11 +12,11 @@ from ..kernels import flash_attention as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
-from ..launcher.op import define
+from ..launcher.op import Output, define
 from ..reference import flash_attention as ref
 from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale, no_fp8
 from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
-                      dtype_name, first_bad, next_pow2, no_output, not_contiguous_in_last_dim,
+                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
                       softmax_scale_of)
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
@@ -329,10 +329,8 @@ def _check_values(p: Problem) -> None:
                    "reference": _reference},
         tuning_key=_tuning_key, features=_features,
         result=lambda p: (p.out, p.lse) if p.return_lse else p.out, outputs=("out", "lse"),
-        fresh={"out": lambda p: torch.empty_like(p.q, memory_format=torch.contiguous_format)
-               if p.out is None else p.out,
-               "lse": lambda p: torch.empty((p.num_heads, p.q.shape[0]), dtype=torch.float32, device=p.device)
-               if p.return_lse else no_output(p.device),
+        fresh={"out": Output(lambda p: (p.q.shape, p.q.dtype)),
+               "lse": Output(lambda p: ((p.num_heads, p.q.shape[0]), torch.float32), wanted=lambda p: p.return_lse),
                "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
         check_values=_check_values)
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,

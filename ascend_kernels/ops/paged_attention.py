@@ -12,7 +12,7 @@ from ..launcher import device as _device
 from ..launcher.device import backend_flag
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch, zeroed_counters
-from ..launcher.op import define
+from ..launcher.op import Output, define
 from ..reference import paged_attention as ref
 from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, cache_constexprs, check_kv_caches, check_scales,
                      fresh_scale, no_fp8)
@@ -159,9 +159,9 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     s, h, hd = q.shape
     # one launch: the last split of each task merges; not while a graph is being captured before
     # the counters exist (they must be zeroed outside the graph)
-    merge_last = ns > 1 and backend_flag(backend, "MERGE_IN_KERNEL") and config.get("MERGE_LAST", True) \
-        and zeroed_counters.ready(p.device, s * d["num_kv_heads"])
-    arrivals = zeroed_counters(p.device, s * d["num_kv_heads"]) if merge_last else None
+    arrivals = zeroed_counters.get(p.device, s * d["num_kv_heads"]) if (
+        ns > 1 and backend_flag(backend, "MERGE_IN_KERNEL") and config.get("MERGE_LAST", True)) else None
+    merge_last = arrivals is not None
     if ns == 1:
         target, lse = out, out  # lse unread when NUM_SPLITS == 1
     else:
@@ -301,7 +301,7 @@ def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0
 @define(problem=Problem, kernel_module=kern, capability=capability, launches=_launches,
         fallbacks={"fallback_atb": atb_fallback("paged_attention", _atb_args), "reference": _reference}, tuning_key=_tuning_key,
         features=features, result=lambda p: p.out, outputs=("out",),
-        fresh={"out": lambda p: torch.empty_like(p.query) if p.out is None else p.out,
+        fresh={"out": Output(lambda p: (p.query.shape, p.query.dtype)),
                "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
         check_values=check_values)
 def paged_attention(query: torch.Tensor, key_cache: torch.Tensor, value_cache: torch.Tensor,

@@ -12,9 +12,9 @@ from ..kernels import topk_topp_sampling as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
-from ..launcher.op import CHECK_BOUNDS_ENV, define
+from ..launcher.op import CHECK_BOUNDS_ENV, Output, define
 from ..reference import topk_topp_sampling as ref
-from ._common import (FLOAT_DTYPES, atb_fallback, check_tensor, dtype_name, next_pow2, no_output,
+from ._common import (FLOAT_DTYPES, atb_fallback, check_tensor, dtype_name, next_pow2,
                       not_contiguous_in_last_dim)
 
 NC = 16      # candidate keys per search round (17-ary search)
@@ -192,9 +192,8 @@ def _tuning_key(p: Problem) -> tuple[dict, dict]:
         tuning_key=_tuning_key, outputs=("tokens", "probs"),
         result=lambda p: (p.tokens, p.probs) if p.return_probs else p.tokens,
         fresh={"seeds": lambda p: ref.draw_seeds(p.batch, p.device, p.generator) if p.seeds is None else p.seeds,
-               "tokens": lambda p: torch.empty(p.batch, dtype=torch.int64, device=p.device),
-               "probs": lambda p: torch.empty((p.batch, p.vocab), dtype=torch.float32, device=p.device)
-               if p.return_probs else no_output(p.device)})
+               "tokens": Output(lambda p: ((p.batch,), torch.int64)),
+               "probs": Output(lambda p: ((p.batch, p.vocab), torch.float32), wanted=lambda p: p.return_probs)})
 def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, None] = None,
                        top_p: Union[float, torch.Tensor, None] = None,
                        temperature: Union[float, torch.Tensor, None] = None,

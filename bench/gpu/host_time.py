@@ -5,8 +5,8 @@ kernel time of each op's acceptance shape, in one process (CUDA).
 
 Per small call: the host time (100 calls enqueued behind a sleeping kernel: what an eager
 engine step pays per call on the host), the wall clock over 400 back-to-back eager calls and
-one sync (the host time, unless the kernels take longer) and the kernel time of the same
-small shape in graph replay. Only the
+one sync (the host time, unless the kernels take longer), each the best of 9 rounds in which
+every call takes its turn, and the kernel time of the same small shape in graph replay. Only the
 public API is used, so the same script times any version of the package on PYTHONPATH.
 """
 import argparse
@@ -33,28 +33,27 @@ def _trivial(x_ptr):
 SLEEP_CYCLES = 40_000_000  # about 20 ms of a sleeping kernel: the GPU stays busy while calls queue
 
 
-def per_call_us(fn, calls: int = 400, queued: int = 100) -> tuple:
-    """(host µs, wall µs) per call, best of 5 rounds each. Host: `queued` calls enqueued behind a
-    sleeping kernel, so no call waits on the GPU (a kernel slower than its launch would
-    otherwise hold the host back once the launch queue fills). Wall: `calls` back-to-back
-    calls and one sync."""
-    for _ in range(20):
+ROUNDS = 9
+
+
+def one_round(fn, calls: int = 400, queued: int = 100) -> tuple:
+    """(host µs, wall µs) per call in one round. Host: `queued` calls enqueued behind a sleeping
+    kernel, so no call waits on the GPU (a kernel slower than its launch would otherwise hold
+    the host back once the launch queue fills). Wall: `calls` back-to-back calls and one sync."""
+    for _ in range(5):
         fn()
     torch.cuda.synchronize()
-    host = wall = float("inf")
-    for _ in range(5):
-        torch.cuda._sleep(SLEEP_CYCLES)
-        start = time.perf_counter()
-        for _ in range(queued):
-            fn()
-        host = min(host, (time.perf_counter() - start) / queued * 1e6)
-        torch.cuda.synchronize()
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        torch.cuda.synchronize()
-        wall = min(wall, (time.perf_counter() - start) / calls * 1e6)
-    return host, wall
+    torch.cuda._sleep(SLEEP_CYCLES)
+    start = time.perf_counter()
+    for _ in range(queued):
+        fn()
+    host = (time.perf_counter() - start) / queued * 1e6
+    torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    torch.cuda.synchronize()
+    return host, (time.perf_counter() - start) / calls * 1e6
 
 
 def rac_inputs(tokens, heads=8, head=128, bs=16, num_blocks=1024):
@@ -104,7 +103,8 @@ def env_set(name, value):
 
 
 def calls():
-    """(name, eager small call, graph-replay acceptance call[, context to time it in])."""
+    """(name, eager small call, graph-replay acceptance call[, a maker of the context to time it
+    in])."""
     x = torch.zeros(1, device=DEV)
     k, v, kc, vc, slots = rac_inputs(16)
     flat_k, flat_v = kc.view(-1, *kc.shape[2:]), vc.view(-1, *vc.shape[2:])
@@ -128,17 +128,18 @@ def calls():
            lambda: ak.topk_topp_sampling(blogits, top_k=50, top_p=0.9, seeds=bseeds))
     # variants of the small calls (timed inside the context): what a launch choice costs
     yield ("reshape_and_cache through Triton's launcher (ASCEND_KERNELS_DIRECT_LAUNCH=0)",
-           lambda: ak.reshape_and_cache(k, v, kc, vc, slots), None, env_set("ASCEND_KERNELS_DIRECT_LAUNCH", "0"))
+           lambda: ak.reshape_and_cache(k, v, kc, vc, slots), None,
+           lambda: env_set("ASCEND_KERNELS_DIRECT_LAUNCH", "0"))
     yield ("paged_attention, split-KV merged by a second launch",
            lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
-           ak.force_config("paged_attention", {"MERGE_LAST": False}))
+           lambda: ak.force_config("paged_attention", {"MERGE_LAST": False}))
     for splits in (1, 8):
         yield (f"paged_attention, {splits} split{'s' if splits > 1 else ''} per sequence",
                lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
-               ak.force_config("paged_attention", {"grid_num_splits": splits}))
+               lambda splits=splits: ak.force_config("paged_attention", {"grid_num_splits": splits}))
     yield ("topk_topp_sampling, group statistics in the row's program (one launch)",
            lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds), None,
-           ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": True, "GPB": 32}))
+           lambda: ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": True, "GPB": 32}))
 
 
 def main():
@@ -146,11 +147,22 @@ def main():
     ap.add_argument("--label", default="")
     ap.add_argument("--json")
     args = ap.parse_args()
+    # one core: no migrations between the rounds' timings
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+    entries = list(calls())
+    host = [float("inf")] * len(entries)
+    wall = list(host)
+    # the calls take turns, round after round (the best of ROUNDS each): a slow stretch of the
+    # host (they come and go within one process) then costs every call alike
+    for _ in range(ROUNDS):
+        for i, (name, eager, accept, *ctx) in enumerate(entries):
+            with ctx[0]() if ctx else contextlib.nullcontext():
+                h, w = one_round(eager)
+            host[i], wall[i] = min(host[i], h), min(wall[i], w)
     rows = []
-    for name, eager, accept, *ctx in calls():
-        with ctx[0] if ctx else contextlib.nullcontext():
-            host, wall = per_call_us(eager)
-            row = {"label": args.label, "call": name, "host_us_per_call": host, "wall_us_per_call": wall,
+    for i, (name, eager, accept, *ctx) in enumerate(entries):
+        with ctx[0]() if ctx else contextlib.nullcontext():
+            row = {"label": args.label, "call": name, "host_us_per_call": host[i], "wall_us_per_call": wall[i],
                    "small_graph_replay_us": median_ms(graph_of(eager).replay) * 1e3}
         if accept is not None:
             row["graph_replay_ms"] = median_ms(graph_of(accept).replay)

@@ -4,10 +4,10 @@
 #                                     # time limit, configs compiled ahead by 14 processes, timed as
 #                                     # CUDA graph replays; a cut-short run keeps the keys it
 #                                     # finished) and export the shipped file -> $OUT/tune.tgz
-#   bash bench/gpu/run_all.sh bench   # with that file in the tree: the GPU tests, the quantized-cache
-#                                     # check, eager host time per call, then the full suite per op
-#                                     # with the tuned (`triton`) and heuristic (`triton-heuristic`)
-#                                     # configs and the peers under CUDA graphs -> $OUT/bench.tgz
+#   bash bench/gpu/run_all.sh bench   # with that file in the tree: the quantized-cache check, eager
+#                                     # host time per call, the full suite per op with the tuned
+#                                     # (`triton`) and heuristic (`triton-heuristic`) configs and the
+#                                     # peers under CUDA graphs, then the GPU tests -> $OUT/bench.tgz
 set -x
 export PYTHONPATH=. PYTHONUNBUFFERED=1 ASCEND_KERNELS_CACHE_DIR=/tmp/akcache
 phase=$1; r=$OUT/$phase; mkdir -p $r
@@ -22,19 +22,25 @@ if [ "$phase" = tune ]; then
     cp ascend_kernels/tuned/cuda__nvidia-h200.json $r/
     grep "wall\|exported" $r/tune.err
 else
-    timeout 200 python -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" > $r/gpu_tests.txt 2>&1
-    tail -3 $r/gpu_tests.txt
     timeout 25 python bench/gpu/quant_check.py > $r/quant.md 2>&1; tail -9 $r/quant.md
-    timeout 45 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; cat $r/host.md
-    # flash_attention: the SDPA peers only (compiling flex_attention per case and the fp32
-    # reference at 16k tokens would not fit the call)
-    for op_limit in reshape_and_cache:20 paged_attention:60 topk_topp_sampling:45 flash_attention:60; do
+    timeout 90 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; cat $r/host.md
+    # the peers that fit the call: flash_attention's SDPA backends (compiling flex_attention per
+    # case and the fp32 reference at 16k tokens would not fit), no PyTorch-fallback provider
+    for op_limit in reshape_and_cache:20 paged_attention:60 topk_topp_sampling:90 flash_attention:60; do
         op=${op_limit%:*}; limit=${op_limit#*:}
-        only=""; [ $op = flash_attention ] && only="--providers triton triton-heuristic sdpa-cudnn sdpa-flash"
+        case $op in
+            paged_attention) only="--providers triton triton-heuristic gather+sdpa flex-paged" ;;
+            topk_topp_sampling) only="--providers triton triton-heuristic torch-sort torch-topk" ;;
+            flash_attention) only="--providers triton triton-heuristic sdpa-cudnn sdpa-flash" ;;
+            *) only="" ;;
+        esac
         /usr/bin/time -f "$op: bench wall %e s (limit $limit s)" timeout -k 10 $limit \
             python -m ascend_kernels.cli bench --suite full --op $op --cuda-graph --no-progress $only \
             --results $r/full_$op --stream $r/full_$op.jsonl > $r/full_$op.log 2>> $r/bench.err
     done
     grep wall $r/bench.err
+    tar czf $OUT/$phase.tgz -C $OUT $phase  # the results so far, should the tests run out of time
+    timeout 190 python -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" > $r/gpu_tests.txt 2>&1
+    tail -3 $r/gpu_tests.txt
 fi
 tar czf $OUT/$phase.tgz -C $OUT $phase
