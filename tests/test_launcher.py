@@ -393,3 +393,21 @@ def test_plans_call_the_c_launcher_only_behind_the_python_layer_they_know():
     assert after == (1234, 0, 1, None, None, (4, 1, 0), None, None, None)
     assert launch._c_launch(compiled(Launcher36(64)), (2, 1, 1)) is None
     assert launch._c_launch(compiled(Launcher39(0)), (2, 1, 1)) is None
+
+
+def test_replayed_plan_returns_tuples_of_fresh_outputs(seed):
+    """flash_attention(..., return_lse=True) returns (out, lse): a replay allocates both anew
+    (never the first call's), returns them without building the problem, and matches a call
+    validated and decided anew."""
+    torch.manual_seed(seed)
+    q, k, v = (torch.randn(18, h, 16, dtype=torch.float16) for h in (2, 1, 1))
+    kwargs = dict(cu_seqlens_q=torch.tensor([0, 9, 18], dtype=torch.int32), max_seqlen_q=9, return_lse=True)
+    first = ak.flash_attention(q, k, v, **kwargs)
+    q2 = torch.randn_like(q)
+    out, lse = ak.flash_attention(q2, k, v, **kwargs)
+    (plan,) = ak.flash_attention.plans.values()
+    assert "Problem(" not in plan.code
+    assert out.data_ptr() != first[0].data_ptr() and lse.data_ptr() != first[1].data_ptr()
+    ak.flash_attention.plans.clear()
+    again = ak.flash_attention(q2, k, v, **kwargs)
+    assert torch.equal(out, again[0]) and torch.equal(lse, again[1])

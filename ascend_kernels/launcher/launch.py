@@ -76,12 +76,9 @@ def _direct_runner(compiled, grid: tuple):
     # triton >= 3.5 keeps its hooks in HookChain objects, empty when no hook is set
     if any(h is not None and getattr(h, "calls", True) for h in _launch_hooks()):
         return None
-    from triton.runtime import driver
-
     compiled[grid]  # loads the module (CompiledKernel._init_handles)
     launcher, function, metadata = compiled.run, compiled.function, compiled.packed_metadata
-    active = driver.active
-    get_device, get_stream = active.get_current_device, active.get_current_stream
+    get_stream, get_device = stream_getters()
     gx, gy, gz = grid
 
     def run(*args):

@@ -214,9 +214,17 @@ class _Plan:
             needs_p = True
         else:
             lines += [(line, False) for line in self._launch_lines(path, expr, scope)]
+        def field_of(t):  # the expression of the field that holds tensor t, else None
+            return next((expr[n] for n in names if isinstance(t, torch.Tensor) and getattr(p, n) is t), None)
+
         out = defn.result(p)
-        ret = "None" if out is None else next(
-            (expr[n] for n in names if isinstance(out, torch.Tensor) and getattr(p, n) is out), None)
+        if out is None:
+            ret = "None"
+        elif isinstance(out, tuple):  # a tuple of fields: returned as it is built
+            parts = [field_of(t) for t in out]
+            ret = None if None in parts else f"({', '.join(parts)},)"
+        else:
+            ret = field_of(out)
         if ret is None:
             ret, needs_p = "result(p)", True
         lines = [line for line, only_p in lines if needs_p or not only_p]
