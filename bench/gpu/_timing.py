@@ -24,3 +24,14 @@ def graph_of(fn) -> torch.cuda.CUDAGraph:
     with torch.cuda.graph(g):
         fn()
     return g
+
+
+def decode_batch(batch=64, context=4096, heads=32, kv_heads=8, head=128, block=16, seed=0):
+    """A paged decode batch over a random page order (seeded): (query bf16, block table,
+    seq_lens, number of pages); the defaults are the quantized-decode acceptance shape."""
+    torch.manual_seed(seed)
+    pages = batch * context // block
+    q = torch.randn(batch, heads, head, device="cuda", dtype=torch.bfloat16)
+    table = torch.randperm(pages, device="cuda").to(torch.int32).reshape(batch, context // block)
+    lens = torch.full((batch,), context, dtype=torch.int32, device="cuda")
+    return q, table, lens, pages

@@ -9,18 +9,14 @@ import itertools
 import torch
 
 import ascend_kernels as ak
-from bench.gpu._timing import graph_of, median_ms
+from bench.gpu._timing import decode_batch, graph_of, median_ms
 
-B, CTX, H, KVH, D, BS = 64, 4096, 32, 8, 128, 16
+KVH, D, BS = 8, 128, 16
 
 
 def main():
     dev = "cuda"
-    torch.manual_seed(0)
-    pages = B * CTX // BS
-    q = torch.randn(B, H, D, device=dev, dtype=torch.bfloat16)
-    table = torch.randperm(pages, device=dev).to(torch.int32).reshape(B, CTX // BS)
-    lens = torch.full((B,), CTX, dtype=torch.int32, device=dev)
+    q, table, lens, pages = decode_batch(kv_heads=KVH, head=D, block=BS)
     kb = torch.randn(pages, BS, KVH, D, device=dev, dtype=torch.bfloat16)
     ki = torch.randint(-127, 128, kb.shape, device=dev, dtype=torch.int8)
     sc = torch.full((KVH,), 0.01, device=dev)
