@@ -411,3 +411,32 @@ def test_replayed_plan_returns_tuples_of_fresh_outputs(seed):
     ak.flash_attention.plans.clear()
     again = ak.flash_attention(q2, k, v, **kwargs)
     assert torch.equal(out, again[0]) and torch.equal(lse, again[1])
+
+
+def test_work_buffers_live_in_one_workspace_per_stream(monkeypatch):
+    """Direct CUDA launches place a call's work buffers in its stream's workspace: reused by the
+    stream's next call, never shared between streams, grown when a call needs more (every plan
+    then follows the new buffer), and never used while the stream is being captured (a graph
+    allocates its own)."""
+    from ascend_kernels.launcher import launch
+
+    capturing = [False]
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: capturing[0])
+    monkeypatch.setattr(launch, "workspaces", launch._Workspaces())
+    scratch = launch.Scratch()
+    a, b = torch.empty(10, dtype=torch.float32), torch.empty((3, 4), dtype=torch.int32)
+    ia, ib = scratch.add(a), scratch.add(b[1])  # b[1]: 4 int32 into b's buffer
+    buf, addr = scratch.addresses(7)
+    assert addr[ia] == buf.data_ptr() and addr[ib] == buf.data_ptr() + 256 + 16
+    again, addr_again = scratch.addresses(7)
+    assert again is buf and addr_again == addr
+    assert scratch.addresses(8)[0] is not buf
+    big = launch.Scratch()
+    big.add(torch.empty(10000, dtype=torch.uint8))
+    grown = big.addresses(7)[0]
+    assert grown is not buf and grown.numel() >= 10000
+    now, addr_now = scratch.addresses(7)
+    assert now is grown and addr_now[ia] == grown.data_ptr()
+    capturing[0] = True
+    own, addr_own = scratch.addresses(7)
+    assert own is not grown and addr_own[ia] == own.data_ptr()
