@@ -8,6 +8,9 @@ import ascend_kernels as ak
 from ascend_kernels import backends
 from ascend_kernels.bench import problems
 from ascend_kernels.launcher import autotune, configs, device, op
+from ascend_kernels.reference import flash_attention as flash_ref
+
+from .conftest import poison_like
 
 
 def _problem(tokens=5):
@@ -205,25 +208,31 @@ def test_replayed_plan_makes_fresh_outputs_and_passes_given_ones_through(seed):
     assert len(ak.reshape_and_cache.plans) == 1
 
 
+def _flash_reference(q, k, v, cu):
+    """Causal attention of the packed sequences in float64: (out, lse [heads, tokens])."""
+    out, lse = flash_ref.flash_attention(q.double(), k.double(), v.double(), cu, cu, None, None,
+                                         q.shape[-1] ** -0.5, -1, 0, 0.0, return_lse=True,
+                                         compute_dtype=torch.float64)
+    return out, lse.double()
+
+
 @pytest.mark.parametrize("backend", ["triton", "fallback"])
 def test_replayed_plan_takes_shared_empty_outputs_as_constants(backend, seed, monkeypatch):
     """flash_attention without return_lse (and sampling without return_probs) fills its unused
     output with one shared empty tensor: a replay passes it as a constant (no per-call maker),
     the fallback's replayed problem holds it too, and every call computes the new inputs."""
     monkeypatch.setenv("ASCEND_KERNELS_BACKEND", backend)
+    torch.manual_seed(seed)
     q, k, v = (torch.randn(18, h, 16, dtype=torch.float16) for h in (2, 1, 1))
     cu = torch.tensor([0, 9, 18], dtype=torch.int32)
     kwargs = dict(cu_seqlens_q=cu, max_seqlen_q=9, causal=True)
-    first = ak.flash_attention(q, k, v, **kwargs).clone()
+    ak.flash_attention(q, k, v, **kwargs, out=poison_like(q))
+    q2 = torch.randn_like(q)
+    got = ak.flash_attention(q2, k, v, **kwargs, out=poison_like(q2))  # replayed
     (plan,) = ak.flash_attention.plans.values()
     assert "fresh_lse" not in plan.code
-    torch.manual_seed(seed)
-    q2 = torch.randn_like(q)
-    second = ak.flash_attention(q2, k, v, **kwargs)
-    assert len(ak.flash_attention.plans) == 1
-    ak.flash_attention.plans.clear()  # the same call, validated and decided anew
-    assert torch.equal(second, ak.flash_attention(q2, k, v, **kwargs))
-    assert not torch.equal(first, second)
+    expect, _ = _flash_reference(q2, k, v, cu)
+    assert (got.double() - expect).abs().max() < 2e-3
 
 
 def test_plans_follow_the_environment_and_tuning(monkeypatch):
@@ -401,16 +410,17 @@ def test_replayed_plan_returns_tuples_of_fresh_outputs(seed):
     validated and decided anew."""
     torch.manual_seed(seed)
     q, k, v = (torch.randn(18, h, 16, dtype=torch.float16) for h in (2, 1, 1))
-    kwargs = dict(cu_seqlens_q=torch.tensor([0, 9, 18], dtype=torch.int32), max_seqlen_q=9, return_lse=True)
+    cu = torch.tensor([0, 9, 18], dtype=torch.int32)
+    kwargs = dict(cu_seqlens_q=cu, max_seqlen_q=9, return_lse=True)
     first = ak.flash_attention(q, k, v, **kwargs)
     q2 = torch.randn_like(q)
     out, lse = ak.flash_attention(q2, k, v, **kwargs)
     (plan,) = ak.flash_attention.plans.values()
     assert "Problem(" not in plan.code
     assert out.data_ptr() != first[0].data_ptr() and lse.data_ptr() != first[1].data_ptr()
-    ak.flash_attention.plans.clear()
-    again = ak.flash_attention(q2, k, v, **kwargs)
-    assert torch.equal(out, again[0]) and torch.equal(lse, again[1])
+    expect, expect_lse = _flash_reference(q2, k, v, cu)
+    assert (out.double() - expect).abs().max() < 2e-3
+    assert (lse.double() - expect_lse).abs().max() < 1e-3
 
 
 def test_work_buffers_live_in_one_workspace_per_stream(monkeypatch):
