@@ -209,13 +209,16 @@ class Scratch:
             self.views.append(view)
         return self.views.index(view)
 
+    def _allocate(self) -> torch.Tensor:
+        return torch.empty(self.total, dtype=torch.uint8, device=self.device)
+
     def _addresses(self, buf: torch.Tensor) -> list:
         base = buf.data_ptr()
         return [base + start * dtype.itemsize for dtype, _, _, start in self.views]
 
     def make(self) -> tuple:
         """(the allocation, to keep alive until the launches are queued; the views)."""
-        buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
+        buf = self._allocate()
         return buf, [buf.view(dtype).as_strided(shape, stride, start)
                      for dtype, shape, stride, start in self.views]
 
@@ -224,7 +227,7 @@ class Scratch:
         the stream's workspace, or in an allocation of this call while capturing."""
         buf = workspaces.get(self.device, stream, self.total)
         if buf is None:
-            buf = torch.empty(self.total, dtype=torch.uint8, device=self.device)
+            buf = self._allocate()
             return buf, self._addresses(buf)
         placed = self.placed.get(stream)
         if placed is None or placed[0] is not buf:

@@ -214,6 +214,7 @@ class _Plan:
             needs_p = True
         else:
             lines += [(line, False) for line in self._launch_lines(path, expr, scope)]
+
         def field_of(t):  # the expression of the field that holds tensor t, else None
             return next((expr[n] for n in names if isinstance(t, torch.Tensor) and getattr(p, n) is t), None)
 
