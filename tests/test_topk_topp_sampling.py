@@ -63,15 +63,17 @@ def test_probs_match_reference(device, dtype, params, seed):
 
 
 # a pool of 8 overflows: the select path runs its search rounds (first spread in value, then in key)
-# ROW_GROUP_MAX: the group statistics come from the row's own program (one launch)
-@pytest.mark.parametrize("pool_cfg", [{}, {"P_MAX": 8, "PB": 4}, {"ROW_GROUP_MAX": True, "GPB": 2},
-                                      {"P_MAX": 8, "PB": 4, "ROW_GROUP_MAX": True}],
-                         ids=["pool", "small_pool", "row_group_max", "small_pool_row_group_max"])
+# SAMPLE_LAST (the default): group statistics and sampling in one launch, the row sampled by the
+# task that finishes its groups last; False: a group-statistics launch first (9 rows: more than
+# ONE_LAUNCH_BATCH, which always take one launch)
+@pytest.mark.parametrize("pool_cfg", [{}, {"P_MAX": 8, "PB": 4}, {"SAMPLE_LAST": False, "GPB": 2},
+                                      {"P_MAX": 8, "PB": 4, "SAMPLE_LAST": False}],
+                         ids=["pool", "small_pool", "two_launches", "small_pool_two_launches"])
 @pytest.mark.parametrize("kw", [dict(top_k=5), dict(top_k=3, top_p=0.6, temperature=0.5), dict(top_p=0.7),
                                 dict(top_k=20, top_p=0.9)])
 def test_pool_and_general_paths_agree(kw, pool_cfg, seed):
     torch.manual_seed(seed)
-    b, v = 5, 61
+    b, v = 9, 61
     logits = torch.randn(b, v) * 2
     seeds = _seeds(b)
     t1, p1 = _launch(logits, pool_cfg, seeds=seeds, return_probs=True, **kw)
@@ -280,12 +282,12 @@ def test_empty_batch_and_vocab_one():
 def test_gpu_large_vocab_matches_reference(seed):
     torch.manual_seed(seed)
     for v in (128256, 151936):
-        x = torch.randn(8, v, device="cuda") * 3
+        x = torch.randn(9, v, device="cuda") * 3  # 9 rows: SAMPLE_LAST False takes two launches
         for kw in (dict(top_k=50, top_p=0.9), dict(top_p=0.95, temperature=0.7), dict(top_k=700)):
             expected = _ref_probs(x, **kw)
             tokens = []
-            for fused in (True, False):  # group statistics in the row's program, or a launch before
-                tok, probs = _launch(x, {"ROW_GROUP_MAX": fused}, seeds=_seeds(8, "cuda"), return_probs=True, **kw)
+            for last in (True, False):  # one launch (the last group task samples), or two
+                tok, probs = _launch(x, {"SAMPLE_LAST": last}, seeds=_seeds(9, "cuda"), return_probs=True, **kw)
                 torch.testing.assert_close(probs.cpu().double(), expected, atol=2e-6, rtol=1e-4)
                 assert (expected.gather(1, tok.cpu()[:, None]) > 0).all()
                 tokens.append(tok)
@@ -321,8 +323,11 @@ def test_fallback_path_with_and_without_probs(monkeypatch, seed):
     torch.testing.assert_close(probs.double(), _ref_probs(logits, top_k=7, top_p=0.8, temperature=0.7))
 
 
-def test_row_group_max_is_one_launch():
+def test_sample_last_is_one_launch():
     defn = ascend_kernels.launcher.op.get("topk_topp_sampling")
-    p = defn.prepare(torch.randn(3, 50), top_k=5, seeds=_seeds(3))
-    config = autotune.heuristic_config(defn, "cpu", p)
-    assert [len(defn.launches(p, {**config, "ROW_GROUP_MAX": fused}, "cpu")) for fused in (False, True)] == [2, 1]
+    for batch, launches in ((9, [2, 1]), (3, [1, 1])):  # at most 8 rows: one launch whatever the config
+        p = defn.prepare(torch.randn(batch, 50), top_k=5, seeds=_seeds(batch))
+        config = autotune.heuristic_config(defn, "cpu", p)
+        assert [len(defn.launches(p, {**config, "SAMPLE_LAST": last}, "cpu")) for last in (False, True)] == launches
+        # Ascend has no last-arrival launches: two
+        assert len(defn.launches(p, {**config, "SAMPLE_LAST": True}, "npu")) == 2

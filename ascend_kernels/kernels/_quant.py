@@ -34,12 +34,13 @@ def quantize(x, scale, QUANT: tl.constexpr, FP8_MAX: tl.constexpr):
 
 @triton.jit
 def _bytes_to_fp16(x, asm: tl.constexpr):
-    # Four 8-bit codes per 32-bit register in, two fp16x2 registers out. Not marked pure: that
-    # keeps the compiler from moving the tile's layout change for the dot ahead of the
-    # conversion, where it reads 8-bit codes from shared memory a byte at a time (the V tile,
-    # which the dot reads transposed), instead of fp16 ones with ldmatrix.
+    # Four 8-bit codes per 32-bit register in, two fp16x2 registers out. Pure, so the compiler
+    # moves the tile's layout change for the dot ahead of the conversion: the codes go from
+    # shared memory straight into the dot's register layout (the V tile, read transposed, a
+    # byte at a time) and convert there, with no fp16 copy of the tile written back to shared
+    # memory. H200, int8 decode B64 x 4096: 268 -> 191 us (bench/results/h200/quantized_and_flash.md).
     return tl.inline_asm_elementwise(asm=asm, constraints="=r,=r,r", args=[x], dtype=tl.float16,
-                                     is_pure=False, pack=4)
+                                     is_pure=True, pack=4)
 
 
 @triton.jit

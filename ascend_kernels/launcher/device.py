@@ -40,7 +40,7 @@ def has_torch_npu() -> bool:
 
 
 def _npu_available() -> bool:
-    import torch_npu  # noqa: F401  (registers torch.npu)
+    importlib.import_module("torch_npu")  # registers torch.npu
 
     return bool(torch.npu.is_available())
 

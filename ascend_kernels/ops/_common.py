@@ -1,61 +1,11 @@
-"""Argument checks and small helpers shared by the ops (no kernels, no dispatch)."""
+"""What the ops share beyond the generic argument checks (launcher/checks.py): the softmax scale
+and the fallbacks (no kernels, no dispatch)."""
 from __future__ import annotations
 
 import importlib
 import math
-from typing import Iterable, Optional, Sequence
 
-import torch
-
-FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
-
-
-def dtype_name(dtype: torch.dtype) -> str:
-    return str(dtype).replace("torch.", "")
-
-
-def next_pow2(n: int) -> int:
-    return 1 if n <= 1 else 1 << (int(n) - 1).bit_length()
-
-
-def check_tensor(name: str, t, *, ndim: Optional[int] = None,
-                 dtypes: Optional[Sequence[torch.dtype]] = None,
-                 device: Optional[torch.device] = None) -> torch.Tensor:
-    """TypeError/ValueError naming `name` unless `t` is a tensor of that rank, dtype and device."""
-    if not isinstance(t, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
-    if ndim is not None and t.dim() != ndim:
-        raise ValueError(f"{name} must have {ndim} dimensions, got shape {tuple(t.shape)}")
-    if dtypes is not None and t.dtype not in dtypes:
-        raise TypeError(f"{name} must have dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
-    if device is not None and t.device != device:
-        raise ValueError(f"{name} is on {t.device}, expected {device} like the other inputs")
-    return t
-
-
-def first_bad(name: str, bad: torch.Tensor, what) -> None:
-    """ValueError naming the first true entry of `bad` as name[index], described by what(index)
-    (the value checks of ASCEND_KERNELS_CHECK_BOUNDS=1: a host sync)."""
-    where = bad.nonzero()
-    if where.numel():
-        i = tuple(int(x) for x in where[0])
-        raise ValueError(f"{name}[{', '.join(map(str, i))}] {what(i)}")
-
-
-def check_int(name: str, value, minimum: int, what: str = "") -> int:
-    """ValueError naming `name` unless value is an int (not a bool) >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}{what}, got {value!r}")
-    return value
-
-
-def check_float(name: str, value, *, positive: bool = False, what: str = "") -> float:
-    """TypeError/ValueError naming `name` unless value is a finite float >= 0 (> 0 if positive)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a float{what}, got {type(value).__name__}")
-    if not math.isfinite(value) or value < 0 or (positive and value == 0):
-        raise ValueError(f"{name} must be a finite float {'> 0' if positive else '>= 0'}{what}, got {value!r}")
-    return float(value)
+from ..launcher.checks import check_float
 
 
 def softmax_scale_of(name: str, scale, head_size: int) -> float:
@@ -63,33 +13,14 @@ def softmax_scale_of(name: str, scale, head_size: int) -> float:
     return check_float(name, 1.0 / math.sqrt(head_size) if scale is None else scale, positive=True)
 
 
-def check_same_device(named: Iterable[tuple[str, Optional[torch.Tensor]]]) -> torch.device:
-    """The common device of the given tensors; entries that are not tensors (None, or a wrong
-    type, which the caller's check_tensor names) are skipped."""
-    first_name, dev = None, None
-    for name, t in named:
-        if not isinstance(t, torch.Tensor):
-            continue
-        if dev is None:
-            first_name, dev = name, t.device
-        elif t.device != dev:
-            raise ValueError(f"{name} is on {t.device}, but {first_name} is on {dev}: all tensors "
-                             f"must be on one device")
-    return dev
-
-
-def check_dim(name: str, t: torch.Tensor, dim: int, expected: int, what: str) -> None:
-    if t.shape[dim] != expected:
-        raise ValueError(f"{name}.shape[{dim}] must be {what} ({expected}), got shape {tuple(t.shape)}")
-
-
-def not_contiguous_in_last_dim(tensors: dict, dim_name: str) -> Optional[str]:
-    """Why the kernels cannot take these tensors (None if they can): each one's last dimension
-    must be contiguous, since a row is loaded as one structured block."""
-    for name, t in tensors.items():
-        if t is not None and t.shape[-1] > 1 and t.stride(-1) != 1:
-            return f"{name} is not contiguous in {dim_name} (stride {t.stride(-1)})"
-    return None
+def _call(package: str, module: str, args_of, finish):
+    def run(p):
+        args, kwargs = args_of(p)
+        target = importlib.import_module(f"ascend_kernels.{package}.{module}")
+        result = getattr(target, module)(*args, **kwargs)
+        if finish is not None:
+            finish(p, result)
+    return run
 
 
 def atb_fallback(module: str, args_of, finish=None):
@@ -97,19 +28,19 @@ def atb_fallback(module: str, args_of, finish=None):
     arguments `args_of(problem)` gives, then `finish(problem, result)` if given. Its `.route(p)`
     says which torch_npu operator (or the reference) the wrapper takes and why (explain shows it;
     the call itself re-decides, so nothing value-dependent is cached)."""
-    def target():
-        return importlib.import_module(f"ascend_kernels.fallback_atb.{module}")
-
-    def run(p):
-        args, kwargs = args_of(p)
-        result = getattr(target(), module)(*args, **kwargs)
-        if finish is not None:
-            finish(p, result)
+    run = _call("fallback_atb", module, args_of, finish)
 
     def route(p):
         args, kwargs = args_of(p)
         kwargs = {k: v for k, v in kwargs.items() if k not in ("out", "return_lse", "return_probs")}
-        return target().route(*args, **kwargs)
+        return importlib.import_module(f"ascend_kernels.fallback_atb.{module}").route(*args, **kwargs)
 
     run.route = route
     return run
+
+
+def fallbacks(module: str, args_of, finish=None, reference=None) -> dict:
+    """An op's fallbacks: "fallback_atb" (see atb_fallback) and "reference": `reference(problem)`
+    when given, else ``reference.<module>.<module>`` called like the ATB one (then `finish`)."""
+    return {"fallback_atb": atb_fallback(module, args_of, finish),
+            "reference": reference or _call("reference", module, args_of, finish)}

@@ -2,27 +2,24 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Optional, Union
 
 import torch
 
 from ..backends.npu import UB_BYTES as NPU_UB_BYTES
-from ..kernels import _quant
 from ..kernels import flash_attention as kern
 from ..launcher import device as _device
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import Output, define
-from ..reference import flash_attention as ref
-from ._cache import FP8_DTYPES, QUANT_OF, cache_constexprs, check_scales, fresh_scale, no_fp8
-from ._common import (atb_fallback, check_float, check_int, check_same_device, check_tensor,
-                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim,
-                      softmax_scale_of)
+from ._cache import (CACHE_DTYPES, FRESH_SCALES, HALF_DTYPES, cache_constexprs, check_caches, check_pages,
+                     check_query_cache, check_scales, kernel_refusal, scale_args)
+from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_same_device,
+                               check_tensor, dtype_name, first_bad, next_pow2)
+from ._common import fallbacks, softmax_scale_of
 
-HALF_DTYPES = (torch.float16, torch.bfloat16)
-ATTN_DTYPES = HALF_DTYPES + (torch.float32,)
 TMA_MIN_TOKENS = 256  # query tokens from which K/V go through tensor descriptors (CUDA Hopper+)
-KV_DTYPES = ATTN_DTYPES + tuple(QUANT_OF)  # int8 / fp8: a quantized paged cache
 MAX_HEAD_SIZE = 256
 
 
@@ -46,45 +43,19 @@ class Problem:
     v_scale: Optional[torch.Tensor]  # (a host float until made a tensor, on every call)
     lse: torch.Tensor = None  # [num_heads, total_q] fp32 ([0] without return_lse), every call
 
-    @property
-    def device(self) -> torch.device:
-        return self.q.device
-
-    @property
-    def paged(self) -> bool:
-        return self.block_table is not None
-
-    @property
-    def batch(self) -> int:
-        return self.cu_seqlens_q.numel() - 1
-
-    @property
-    def num_heads(self) -> int:
-        return self.q.shape[1]
-
-    @property
-    def num_kv_heads(self) -> int:
-        return self.k.shape[-2]
-
-    @property
-    def head_size(self) -> int:
-        return self.q.shape[2]
-
-    @property
-    def block_size(self) -> int:
-        return self.k.shape[1] if self.paged else 0
-
-    @property
-    def quant(self) -> int:
-        return QUANT_OF.get(self.k.dtype, _quant.QUANT_NONE)
+    device = property(lambda self: self.q.device)
+    paged = property(lambda self: self.block_table is not None)
+    batch = property(lambda self: self.cu_seqlens_q.numel() - 1)
+    num_heads = property(lambda self: self.q.shape[1])
+    num_kv_heads = property(lambda self: self.k.shape[-2])
+    head_size = property(lambda self: self.q.shape[2])
+    block_size = property(lambda self: self.k.shape[1] if self.paged else 0)  # 0 = varlen
 
 
 def resolve_window(causal: bool, window_left: int, window_right: int,
                    sliding_window: Optional[int]) -> tuple[int, int]:
-    """(window_left, window_right) from the two entry points; -1 = unbounded.
-
-    sliding_window=W means (W - 1, 0) (vLLM); causal means window_right = 0. Contradictions raise.
-    """
+    """(window_left, window_right) from the two entry points, -1 = unbounded: sliding_window=W
+    means (W - 1, 0) (vLLM), causal means window_right = 0; contradictions raise."""
     check_int("window_left", window_left, -1, " (-1 = unbounded)")
     check_int("window_right", window_right, -1, " (-1 = unbounded)")
     if sliding_window is not None:
@@ -114,16 +85,12 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"dtype {p.q.dtype}: the kernel's dots are fp16/bf16"
     if p.head_size > MAX_HEAD_SIZE:
         return False, f"head_size {p.head_size} > {MAX_HEAD_SIZE} (tiles would not fit on chip)"
-    why = not_contiguous_in_last_dim({"q": p.q, "k": p.k, "v": p.v, "out": p.out}, "head_size")
+    why = kernel_refusal(backend, {"q": p.q, "k": p.k, "v": p.v, "out": p.out}, p.k.dtype, "k/v")
     if why:
         return False, why
-    why = no_fp8(backend, p.k.dtype)
-    if why:
-        return False, f"k/v dtype {why}"
-    if p.paged:
-        bs = p.block_size
-        if bs < 16 or bs > 256 or bs & (bs - 1):
-            return False, f"block_size {bs}: a paged KV tile is one page, which must be a power of two in [16, 256]"
+    bs = p.block_size
+    if p.paged and (bs < 16 or bs > 256 or bs & (bs - 1)):
+        return False, f"block_size {bs}: a paged KV tile is one page, which must be a power of two in [16, 256]"
     return True, "the kernel handles these shapes, strides and dtypes"
 
 
@@ -160,6 +127,11 @@ def tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple[
     return block_m, block_n
 
 
+def _kv_strides(p: Problem, t: torch.Tensor) -> tuple[int, int, int]:
+    """(token, head, page) strides of k or v: a paged cache's tokens are its page slots."""
+    return (t.stride(1), t.stride(2), t.stride(0)) if p.paged else (t.stride(0), t.stride(1), 0)
+
+
 def _tma_descriptors(p: Problem, block_n: int, block_d: int):
     """(k_desc, v_desc): host tensor descriptors over k and v viewed as [rows, num_kv_heads *
     head_size] (rows = tokens, or page slots when paged), block [block_n, block_d], when the
@@ -173,13 +145,10 @@ def _tma_descriptors(p: Problem, block_n: int, block_d: int):
     width = p.num_kv_heads * p.head_size
     descs = []
     for t in (p.k, p.v):
-        if p.paged:
-            row_stride, head_stride, rows = t.stride(1), t.stride(2), t.shape[0] * t.shape[1]
-            if t.stride(0) != t.shape[1] * row_stride:
-                return None
-        else:
-            row_stride, head_stride, rows = t.stride(0), t.stride(1), t.shape[0]
+        row_stride, head_stride, page_stride = _kv_strides(p, t)
+        rows = math.prod(t.shape[:-2])
         if (head_stride != p.head_size or row_stride < width or (row_stride * t.element_size()) % 16
+                or (p.paged and page_stride != t.shape[1] * row_stride)
                 or t.data_ptr() % 16 or not 0 < rows < 2 ** 31):
             return None
         descs.append(TensorDescriptor(t, [rows, width], [row_stride, 1], [block_n, block_d]))
@@ -198,7 +167,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     if p.batch == 0 or p.max_seqlen_q == 0 or p.q.shape[0] == 0:
         return []
     constexprs, options = split_config(config, backend)
-    block_m, constexprs["BLOCK_N"] = tiles(backend, config, p.head_size, p.block_size if p.paged else 0)
+    block_m, constexprs["BLOCK_N"] = tiles(backend, config, p.head_size, p.block_size)
     gqa = p.num_heads // p.num_kv_heads
     heads = heads_per_task(config, gqa, block_m)
     constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
@@ -211,12 +180,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     cu_k = p.cu_seqlens_k if p.cu_seqlens_k is not None else p.cu_seqlens_q
     used = p.seqused_k if p.seqused_k is not None else p.cu_seqlens_q
     bt = p.block_table if p.block_table is not None else p.cu_seqlens_q
-    if p.paged:
-        kt, kh, kb = k.stride(1), k.stride(2), k.stride(0)
-        vt, vh, vb = v.stride(1), v.stride(2), v.stride(0)
-    else:
-        kt, kh, kb = k.stride(0), k.stride(1), 0
-        vt, vh, vb = v.stride(0), v.stride(1), 0
+    (kt, kh, kb), (vt, vh, vb) = _kv_strides(p, k), _kv_strides(p, v)
     block_d = max(16, next_pow2(p.head_size))
     # tensor descriptors cost the host about 7 us per call (two descriptors to build and encode:
     # H200, bench/results/h200/host_time.md), more than they save a prefill of a few hundred
@@ -227,8 +191,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     args = dict(
         q_ptr=q, k_ptr=k, v_ptr=v, k_desc=k_desc, v_desc=v_desc, out_ptr=out, lse_ptr=lse,
         cu_seqlens_q_ptr=p.cu_seqlens_q, cu_seqlens_k_ptr=cu_k, seqused_k_ptr=used, block_table_ptr=bt,
-        # unread without quantization: any tensor will do
-        k_scale_ptr=p.k_scale if p.quant else bt, v_scale_ptr=p.v_scale if p.quant else bt,
+        **scale_args(p, bt),  # unread without quantization: any tensor will do
         sm_scale=p.softmax_scale, window_left=p.window_left, window_right=p.window_right,
         batch=p.batch, tiles_per_seq=q_tiles, total_q=q.shape[0], kv_limit=k.shape[0],
         max_blocks=bt.shape[1] if p.paged else 0,
@@ -253,11 +216,6 @@ def _fallback_args(p: Problem) -> tuple:
 def _copy_lse(p: Problem, result) -> None:
     if p.return_lse:
         p.lse.copy_(result[1])
-
-
-def _reference(p: Problem) -> None:
-    args, kwargs = _fallback_args(p)
-    _copy_lse(p, ref.flash_attention(*args, **kwargs))
 
 
 def _mask(p: Problem) -> str:
@@ -304,34 +262,22 @@ def _check_values(p: Problem) -> None:
         if scale is not None:
             first_bad(name, ~(torch.isfinite(scale) & (scale > 0)),
                        lambda i: f"= {float(scale[i])}: a scale must be finite and > 0")
-    if p.seqused_k is None:
-        return
-    used = p.seqused_k.long()
     if p.paged:
-        bs, max_blocks, num_blocks = p.block_size, p.block_table.shape[1], p.k.shape[0]
-        limit, of = max_blocks * bs, f"the block table's {max_blocks} pages x block_size {bs}"
-    else:
-        limit = (p.k.shape[0] - p.cu_seqlens_k[:-1]).long()
-        of = "the tokens of k from the sequence's cu_seqlens_k on"
-    first_bad("seqused_k", (used < 0) | (used > limit),
-               lambda i: f"= {int(used[i[0]])} is outside [0, {int(limit if p.paged else limit[i[0]])}] ({of})")
-    if p.paged:
-        pages = (used + bs - 1) // bs
-        reads = torch.arange(max_blocks, device=used.device)[None, :] < pages[:, None]
-        bt = p.block_table
-        first_bad("block_table", reads & ((bt < 0) | (bt >= num_blocks)),
-                   lambda i: f"= {int(bt[i])} is outside the cache's {num_blocks} blocks "
-                             f"(sequence {i[0]} reads {int(pages[i[0]])} pages)")
+        check_pages("seqused_k", p.seqused_k, p.block_table, p.block_size, p.k.shape[0])
+    elif p.seqused_k is not None:
+        used, limit = p.seqused_k.long(), (p.k.shape[0] - p.cu_seqlens_k[:-1]).long()
+        first_bad("seqused_k", (used < 0) | (used > limit),
+                  lambda i: f"= {int(used[i])} is outside [0, {int(limit[i])}] (the tokens of k from the "
+                            f"sequence's cu_seqlens_k on)")
 
 
 @define(problem=Problem, kernel_module=kern, capability=_capability, launches=_launches,
-        fallbacks={"fallback_atb": atb_fallback("flash_attention", _fallback_args, _copy_lse),
-                   "reference": _reference},
+        fallbacks=fallbacks("flash_attention", _fallback_args, _copy_lse),
         tuning_key=_tuning_key, features=_features,
         result=lambda p: (p.out, p.lse) if p.return_lse else p.out, outputs=("out", "lse"),
         fresh={"out": Output(lambda p: (p.q.shape, p.q.dtype)),
                "lse": Output(lambda p: ((p.num_heads, p.q.shape[0]), torch.float32), wanted=lambda p: p.return_lse),
-               "k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
+               **FRESH_SCALES},
         check_values=_check_values)
 def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                     cu_seqlens_q: torch.Tensor, max_seqlen_q: int,
@@ -350,9 +296,8 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
                   head_size <= 256 (64, 80, 96, 112, 128, 192, 256, ...).
     k, v:         varlen [total_k, num_kv_heads, head_size] with cu_seqlens_k, or a paged cache
                   [num_blocks, block_size, num_kv_heads, head_size] with block_table and seqused_k;
-                  num_kv_heads divides num_heads (GQA). q's dtype, or (paged only) an int8 cache,
-                  or fp8 e4m3/e5m2 (CUDA; the CPU takes the reference), as reshape_and_cache
-                  writes it.
+                  num_kv_heads divides num_heads (GQA). q's dtype, or (paged only) an int8 cache, or
+                  fp8 e4m3/e5m2 (CUDA; the CPU takes the reference), as reshape_and_cache writes it.
     k_scale, v_scale: for an int8/fp8 cache only: the value is stored * scale; a host float
                   (made a device tensor on every call: pass tensors under graph capture), or
                   fp32 [1] (per tensor) or [num_kv_heads] (per kv head), both of one kind.
@@ -375,32 +320,18 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     dev = check_same_device([("q", q), ("k", k), ("v", v), ("cu_seqlens_q", cu_seqlens_q),
                              ("cu_seqlens_k", cu_seqlens_k), ("seqused_k", seqused_k),
                              ("block_table", block_table), ("out", out)])
-    check_tensor("q", q, ndim=3, dtypes=ATTN_DTYPES)
+    check_tensor("q", q, ndim=3, dtypes=FLOAT_DTYPES)
     paged = block_table is not None
     if paged:  # before k/v: it decides their expected layout
         check_tensor("block_table", block_table, ndim=2, dtypes=(torch.int32,))
-    kv_ndim = 4 if paged else 3
     layout = ("[num_blocks, block_size, num_kv_heads, head_size] (paged: block_table given)"
               if paged else "[total_k, num_kv_heads, head_size] (varlen: no block_table)")
     for name, t in (("k", k), ("v", v)):
-        check_tensor(name, t, dtypes=KV_DTYPES)
-        if t.dim() != kv_ndim:
+        check_tensor(name, t, dtypes=CACHE_DTYPES)
+        if t.dim() != (4 if paged else 3):
             raise ValueError(f"{name} must be {layout}, got shape {tuple(t.shape)}")
-        if t.dtype != q.dtype and not (paged and t.dtype in QUANT_OF and q.dtype in HALF_DTYPES):
-            raise TypeError(f"{name} must have q's dtype {q.dtype}, or be an int8/fp8 paged cache "
-                            f"(block_table given) read with fp16/bf16 q; got {t.dtype}")
-    if k.dtype != v.dtype:
-        raise TypeError(f"k and v must have one dtype, got {k.dtype} and {v.dtype}")
-    if dev.type == "npu" and k.dtype in FP8_DTYPES:
-        raise TypeError(f"k dtype {k.dtype}: Ascend has no fp8; use an int8 cache")
-    if k.shape != v.shape:
-        raise ValueError(f"k and v must have one shape, got {tuple(k.shape)} and {tuple(v.shape)}")
-    total_q, num_heads, head_size = q.shape
-    num_kv_heads = k.shape[-2]
-    if k.shape[-1] != head_size:
-        raise ValueError(f"k's head_size {k.shape[-1]} differs from q's {head_size}")
-    if num_kv_heads < 1 or num_heads % num_kv_heads:
-        raise ValueError(f"k's num_kv_heads ({num_kv_heads}) must divide q's num_heads ({num_heads})")
+    num_kv_heads = check_query_cache("q", q, "k", k, paged, "paged cache (block_table given)")
+    check_caches("k", k, "v", v, dev)
     _check_seq_index("cu_seqlens_q", cu_seqlens_q, None, dev)
     batch = cu_seqlens_q.numel() - 1
     if batch < 0:
@@ -409,29 +340,24 @@ def flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *,
     if max_seqlen_k is not None:
         check_int("max_seqlen_k", max_seqlen_k, 0, " or None")
     if paged:
-        if block_table.shape[0] != batch:
-            raise ValueError(f"block_table must be [batch={batch}, max_blocks], got shape "
-                             f"{tuple(block_table.shape)}")
+        check_dim("block_table", block_table, 0, batch, "the batch of cu_seqlens_q")
         if seqused_k is None:
             raise ValueError("seqused_k (int32 [batch], keys per sequence) is required with block_table")
         if cu_seqlens_k is not None:
             raise ValueError("cu_seqlens_k is for varlen k/v; with block_table give seqused_k only")
     else:
         if cu_seqlens_k is None:
-            if k.shape[0] != total_q:
+            if k.shape[0] != q.shape[0]:
                 raise ValueError(f"cu_seqlens_k is required when k holds another number of tokens "
-                                 f"({k.shape[0]}) than q ({total_q})")
+                                 f"({k.shape[0]}) than q ({q.shape[0]})")
             cu_seqlens_k = cu_seqlens_q  # self-attention over the same tokens
         _check_seq_index("cu_seqlens_k", cu_seqlens_k, batch + 1, dev)
     if seqused_k is not None:
         _check_seq_index("seqused_k", seqused_k, batch, dev)
-    softmax_scale = softmax_scale_of("softmax_scale", softmax_scale, head_size)
+    softmax_scale = softmax_scale_of("softmax_scale", softmax_scale, q.shape[2])
     softcap = check_float("softcap", softcap, what=" (0 = off)")
     window_left, window_right = resolve_window(bool(causal), window_left, window_right, sliding_window)
-    if out is not None:
-        check_tensor("out", out, ndim=3, dtypes=(q.dtype,))
-        if out.shape != q.shape:
-            raise ValueError(f"out must have q's shape {tuple(q.shape)}, got {tuple(out.shape)}")
+    check_out(out, q, "q")
     k_scale, v_scale = check_scales(k.dtype, k_scale, v_scale, num_kv_heads, dev)
     for name, scale in (("k_scale", k_scale), ("v_scale", v_scale)):
         if isinstance(scale, (int, float)):

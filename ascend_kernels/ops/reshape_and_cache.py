@@ -11,13 +11,10 @@ from ..launcher import device as _device
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
-from ..reference import reshape_and_cache as ref
-from ._cache import (CACHE_DTYPES, FP8_DTYPES, QUANT_OF, check_kv_caches, check_scales, fresh_scale,
-                     no_fp8, scale_per_head)
-from ._common import (FLOAT_DTYPES, atb_fallback, check_dim, check_same_device, check_tensor,
-                      dtype_name, first_bad, next_pow2, not_contiguous_in_last_dim)
-
-OP = "reshape_and_cache"
+from ._cache import (CACHE_DTYPES, FRESH_SCALES, QUANT_OF, check_caches, check_scales, kernel_refusal,
+                     scale_args, scale_per_head)
+from ..launcher.checks import FLOAT_DTYPES, check_dim, check_tensors, dtype_name, first_bad, next_pow2
+from ._common import fallbacks
 
 
 @dataclasses.dataclass
@@ -30,13 +27,8 @@ class Problem:
     k_scale: Optional[torch.Tensor]
     v_scale: Optional[torch.Tensor]
 
-    @property
-    def device(self) -> torch.device:
-        return self.key.device
-
-    @property
-    def num_tokens(self) -> int:
-        return self.slot_mapping.numel()
+    device = property(lambda self: self.key.device)
+    num_tokens = property(lambda self: self.slot_mapping.numel())
 
 
 def _check_values(p: Problem) -> None:
@@ -48,14 +40,9 @@ def _check_values(p: Problem) -> None:
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
-    why = not_contiguous_in_last_dim({"key": p.key, "value": p.value, "key_cache": p.key_cache,
-                                      "value_cache": p.value_cache}, "head_size")
-    if why:
-        return False, why
-    why = no_fp8(backend, p.key_cache.dtype)
-    if why:
-        return False, f"cache dtype {why}"
-    return True, "the kernel handles these shapes, strides and dtypes"
+    why = kernel_refusal(backend, {"key": p.key, "value": p.value, "key_cache": p.key_cache,
+                                   "value_cache": p.value_cache}, p.key_cache.dtype)
+    return not why, why or "the kernel handles these shapes, strides and dtypes"
 
 
 def _launches(p: Problem, config: dict, backend: str) -> list:
@@ -71,10 +58,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     num_slots = kc.shape[0] * kc.shape[1]
     args = dict(
         key_ptr=p.key, value_ptr=p.value, key_cache_ptr=kc, value_cache_ptr=vc,
-        slot_mapping_ptr=p.slot_mapping,
-        # without quantization the scale pointers are never read: any tensor will do
-        k_scale_ptr=p.k_scale if p.k_scale is not None else p.slot_mapping,
-        v_scale_ptr=p.v_scale if p.v_scale is not None else p.slot_mapping,
+        slot_mapping_ptr=p.slot_mapping, **scale_args(p, p.slot_mapping),  # unread without quantization
         num_tokens=p.num_tokens, num_slots=num_slots, block_size=kc.shape[1],
         key_stride_t=p.key.stride(0), key_stride_h=p.key.stride(1),
         value_stride_t=p.value.stride(0), value_stride_h=p.value.stride(1),
@@ -90,10 +74,6 @@ def _fallback_args(p: Problem) -> tuple:
     return (p.key, p.value, p.key_cache, p.value_cache, p.slot_mapping, p.k_scale, p.v_scale), {}
 
 
-def _reference(p: Problem) -> None:
-    ref.reshape_and_cache(*_fallback_args(p)[0])
-
-
 def _tuning_key(p: Problem) -> tuple[dict, dict]:
     fixed = {"heads": p.key.shape[1], "head_size": p.key.shape[2], "dtype": dtype_name(p.key.dtype),
              "cache_dtype": dtype_name(p.key_cache.dtype)}
@@ -101,10 +81,8 @@ def _tuning_key(p: Problem) -> tuple[dict, dict]:
 
 
 @define(problem=Problem, kernel_module=kern, capability=_capability, launches=_launches,
-        fallbacks={"fallback_atb": atb_fallback(OP, _fallback_args), "reference": _reference}, tuning_key=_tuning_key,
-        result=lambda p: None,
-        outputs=("key_cache", "value_cache"),
-        fresh={"k_scale": fresh_scale("k_scale"), "v_scale": fresh_scale("v_scale")},
+        fallbacks=fallbacks("reshape_and_cache", _fallback_args), tuning_key=_tuning_key,
+        result=lambda p: None, outputs=("key_cache", "value_cache"), fresh=FRESH_SCALES,
         check_values=_check_values)
 def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.Tensor,
                       value_cache: torch.Tensor, slot_mapping: torch.Tensor, *,
@@ -125,19 +103,16 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
                   slot < 0 is padding and is skipped, and so is a slot past the cache (with
                   ASCEND_KERNELS_CHECK_BOUNDS=1 the latter raises, at the cost of a sync).
     """
-    check_tensor("key", key, ndim=3, dtypes=FLOAT_DTYPES)
-    check_tensor("value", value, ndim=3, dtypes=FLOAT_DTYPES)
-    check_tensor("key_cache", key_cache, ndim=4, dtypes=CACHE_DTYPES)
-    check_tensor("value_cache", value_cache, ndim=4, dtypes=CACHE_DTYPES)
-    check_tensor("slot_mapping", slot_mapping, dtypes=(torch.int32, torch.int64))
-    dev = check_same_device([("key", key), ("value", value), ("key_cache", key_cache),
-                             ("value_cache", value_cache), ("slot_mapping", slot_mapping)])
+    dev = check_tensors({"key": (key, 3, FLOAT_DTYPES), "value": (value, 3, FLOAT_DTYPES),
+                         "key_cache": (key_cache, 4, CACHE_DTYPES),
+                         "value_cache": (value_cache, 4, CACHE_DTYPES),
+                         "slot_mapping": (slot_mapping, None, (torch.int32, torch.int64))})
     if slot_mapping.dim() != 1:
         raise ValueError(f"slot_mapping must be 1-D [num_tokens], got shape {tuple(slot_mapping.shape)}")
     if key.shape[1:] != value.shape[1:]:
         raise ValueError(f"key and value must have the same [num_kv_heads, head_size], got "
                          f"{tuple(key.shape)} and {tuple(value.shape)}")
-    check_kv_caches(key_cache, value_cache)
+    check_caches("key_cache", key_cache, "value_cache", value_cache, dev)
     check_dim("key_cache", key_cache, 2, key.shape[1], "num_kv_heads of key")
     check_dim("key_cache", key_cache, 3, key.shape[2], "head_size of key")
     n = slot_mapping.numel()
@@ -145,6 +120,4 @@ def reshape_and_cache(key: torch.Tensor, value: torch.Tensor, key_cache: torch.T
         raise ValueError(f"key/value hold {key.shape[0]}/{value.shape[0]} tokens, fewer than "
                          f"slot_mapping's {n}")
     k_scale, v_scale = check_scales(key_cache.dtype, k_scale, v_scale, key.shape[1], dev)
-    if dev.type == "npu" and key_cache.dtype in FP8_DTYPES:
-        raise TypeError(f"key_cache dtype {key_cache.dtype}: Ascend has no fp8; use an int8 cache")
     return Problem(key, value, key_cache, value_cache, slot_mapping, k_scale, v_scale)

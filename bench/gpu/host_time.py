@@ -137,9 +137,9 @@ def calls():
         yield (f"paged_attention, {splits} split{'s' if splits > 1 else ''} per sequence",
                lambda: ak.paged_attention(q, pkc, pvc, bt, lens, out=out), None,
                lambda splits=splits: ak.force_config("paged_attention", {"grid_num_splits": splits}))
-    yield ("topk_topp_sampling, group statistics in the row's program (one launch)",
+    yield ("topk_topp_sampling, group statistics launched first (two launches)",
            lambda: ak.topk_topp_sampling(logits, top_k=50, top_p=0.9, seeds=seeds), None,
-           lambda: ak.force_config("topk_topp_sampling", {"ROW_GROUP_MAX": True, "GPB": 32}))
+           lambda: ak.force_config("topk_topp_sampling", {"SAMPLE_LAST": False}))
 
 
 def main():

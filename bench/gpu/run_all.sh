@@ -13,7 +13,7 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1 ASCEND_KERNELS_CACHE_DIR=/tmp/akcache
 phase=$1; r=$OUT/$phase; mkdir -p $r
 nvidia-smi --query-gpu=name,driver_version --format=csv,noheader | tee $r/gpu.txt
 if [ "$phase" = tune ]; then
-    for op_limit in paged_attention:70 topk_topp_sampling:130 flash_attention:300; do
+    for op_limit in ${TUNE_OPS:-paged_attention:100 topk_topp_sampling:130 flash_attention:300}; do
         op=${op_limit%:*}; limit=${op_limit#*:}
         /usr/bin/time -f "$op: tune wall %e s (limit $limit s)" timeout -k 10 $limit \
             python -m ascend_kernels.cli tune --suite full --op $op --no-progress --jobs 14 > $r/tune_$op.md 2>> $r/tune.err
@@ -26,7 +26,7 @@ else
     timeout 90 python bench/gpu/host_time.py --json $r/host.json > $r/host.md 2>&1; cat $r/host.md
     # the peers that fit the call: flash_attention's SDPA backends (compiling flex_attention per
     # case and the fp32 reference at 16k tokens would not fit), no PyTorch-fallback provider
-    for op_limit in reshape_and_cache:20 paged_attention:60 topk_topp_sampling:90 flash_attention:60; do
+    for op_limit in ${BENCH_OPS:-reshape_and_cache:20 paged_attention:60 topk_topp_sampling:90 flash_attention:60}; do
         op=${op_limit%:*}; limit=${op_limit#*:}
         case $op in
             paged_attention) only="--providers triton triton-heuristic gather+sdpa flex-paged" ;;
@@ -40,7 +40,7 @@ else
     done
     grep wall $r/bench.err
     tar czf $OUT/$phase.tgz -C $OUT $phase  # the results so far, should the tests run out of time
-    timeout 190 python -m pytest -q -p no:cacheprovider tests -k "cuda or gpu" > $r/gpu_tests.txt 2>&1
+    timeout 190 python -m pytest -q -p no:cacheprovider ${TEST_FILES:-tests} -k "cuda or gpu" > $r/gpu_tests.txt 2>&1
     tail -3 $r/gpu_tests.txt
 fi
 tar czf $OUT/$phase.tgz -C $OUT $phase

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 FALLBACK = "reference"
 DOTS_IN_FP32 = True
-# split-KV decode merges in the same launch (kernels/paged_attention.py, MERGE_LAST)
-MERGE_IN_KERNEL = True
+# a task's last program to arrive (atomic counters) finishes it in the same launch: paged
+# decode's split-KV merge (MERGE_LAST), sampling after the group statistics (SAMPLE_LAST)
+LAST_ARRIVAL = True
 
 
 def properties(index: int) -> dict:

@@ -8,11 +8,12 @@ import torch
 FALLBACK = "reference"
 OPTIONS = ("num_warps", "num_stages")
 # paged decode over int8/fp8 caches: dots in fp16, codes converted by inline PTX
-# (kernels/_quant.py); 1.46x -> 1.04x the bf16 decode time on the H200. Prefill (wgmma) is
-# slower that way (1.35 -> 2.07 ms) and keeps its dots in the query's dtype.
+# (kernels/_quant.py); int8 1.46x -> 0.74x the bf16 decode time on the H200. Prefill (wgmma)
+# is slower that way (1.35 -> 2.07 ms) and keeps its dots in the query's dtype.
 QUANT_DOTS_FP16 = True
-# split-KV decode merges in the same launch (kernels/paged_attention.py, MERGE_LAST)
-MERGE_IN_KERNEL = True
+# a task's last program to arrive (atomic counters) finishes it in the same launch: paged
+# decode's split-KV merge (MERGE_LAST), sampling after the group statistics (SAMPLE_LAST)
+LAST_ARRIVAL = True
 
 
 def properties(index: int) -> dict:
