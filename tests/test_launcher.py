@@ -1,7 +1,9 @@
 import json
 import warnings
+import weakref
 
 import pytest
+
 import torch
 
 import ascend_kernels as ak
@@ -450,3 +452,10 @@ def test_work_buffers_live_in_one_workspace_per_stream(monkeypatch):
     capturing[0] = True
     own, addr_own = scratch.addresses(7)
     assert own is not grown and addr_own[ia] == own.data_ptr()
+    capturing[0] = False
+    # a plan keeps no workspace alive: once grown again, the superseded buffer is freed
+    gone = weakref.ref(grown)
+    del grown, now
+    huge = launch.Scratch()
+    huge.add(torch.empty(100000, dtype=torch.uint8))
+    assert huge.addresses(7)[0].numel() >= 100000 and gone() is None

@@ -193,7 +193,9 @@ class Scratch:
         self.views: list = []    # (dtype, shape, stride, element offset in the allocation)
         self.offsets: list = []  # byte offset of each buffer in the per-call allocation
         self.total, self.device = 0, None
-        self.placed: dict = {}   # stream -> (its workspace, the views' addresses in it)
+        # stream -> (its workspace's address, the views' addresses in it); the address, not
+        # the tensor, so that a workspace grown by another plan is freed, not kept alive here
+        self.placed: dict = {}
 
     def add(self, t: torch.Tensor) -> int:
         storage = t.untyped_storage()
@@ -229,10 +231,11 @@ class Scratch:
         if buf is None:
             buf = self._allocate()
             return buf, self._addresses(buf)
+        base = buf.data_ptr()
         placed = self.placed.get(stream)
-        if placed is None or placed[0] is not buf:
-            placed = self.placed[stream] = (buf, self._addresses(buf))
-        return placed
+        if placed is None or placed[0] != base:
+            placed = self.placed[stream] = (base, self._addresses(buf))
+        return buf, placed[1]
 
 
 class ZeroedCounters:
