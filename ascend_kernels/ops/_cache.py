@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from ..kernels import _quant
-from ..launcher.device import backend_flag
 from ..launcher.checks import FLOAT_DTYPES, check_dim, check_tensor, first_bad, not_contiguous_in_last_dim
+from ..launcher.device import backend_flag
 
 HALF_DTYPES = (torch.float16, torch.bfloat16)
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)

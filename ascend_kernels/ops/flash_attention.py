@@ -10,13 +10,13 @@ import torch
 from ..backends.npu import UB_BYTES as NPU_UB_BYTES
 from ..kernels import flash_attention as kern
 from ..launcher import device as _device
+from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_same_device,
+                               check_tensor, dtype_name, first_bad, next_pow2)
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import Output, define
 from ._cache import (CACHE_DTYPES, FRESH_SCALES, HALF_DTYPES, cache_constexprs, check_caches, check_pages,
                      check_query_cache, check_scales, kernel_refusal, scale_args)
-from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_same_device,
-                               check_tensor, dtype_name, first_bad, next_pow2)
 from ._common import fallbacks, softmax_scale_of
 
 TMA_MIN_TOKENS = 256  # query tokens from which K/V go through tensor descriptors (CUDA Hopper+)

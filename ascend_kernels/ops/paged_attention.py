@@ -9,14 +9,14 @@ import torch
 
 from ..kernels import paged_attention as kern
 from ..launcher import device as _device
+from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_tensor,
+                               check_tensors, dtype_name, next_pow2)
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch, zeroed_counters
 from ..launcher.op import Output, define
 from ..reference import paged_attention as ref
 from ._cache import (CACHE_DTYPES, FRESH_SCALES, QUANT_OF, cache_constexprs, check_caches, check_pages,
                      check_query_cache, check_scales, kernel_refusal, scale_args)
-from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_tensor,
-                               check_tensors, dtype_name, next_pow2)
 from ._common import fallbacks, softmax_scale_of
 
 SPLIT_SIZE_ENV = "ASCEND_KERNELS_PA_SPLIT_SIZE"

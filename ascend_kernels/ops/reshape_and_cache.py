@@ -8,12 +8,12 @@ import torch
 
 from ..kernels import _quant, reshape_and_cache as kern
 from ..launcher import device as _device
+from ..launcher.checks import FLOAT_DTYPES, check_dim, check_tensors, dtype_name, first_bad, next_pow2
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import define
 from ._cache import (CACHE_DTYPES, FRESH_SCALES, QUANT_OF, check_caches, check_scales, kernel_refusal,
                      scale_args, scale_per_head)
-from ..launcher.checks import FLOAT_DTYPES, check_dim, check_tensors, dtype_name, first_bad, next_pow2
 from ._common import fallbacks
 
 

@@ -10,12 +10,11 @@ import torch
 
 from ..kernels import topk_topp_sampling as kern
 from ..launcher import device as _device
+from ..launcher.checks import FLOAT_DTYPES, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim
 from ..launcher.configs import split_config
-from ..launcher.device import backend_flag
 from ..launcher.launch import Launch, zeroed_counters
 from ..launcher.op import CHECK_BOUNDS_ENV, Output, define
 from ..reference import topk_topp_sampling as ref
-from ..launcher.checks import FLOAT_DTYPES, check_tensor, dtype_name, next_pow2, not_contiguous_in_last_dim
 from ._common import fallbacks
 
 NC = 16      # candidate keys per search round (17-ary search)
@@ -145,8 +144,8 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     # replays) does not see. Not while a graph is being captured before the counters exist
     # (they must be zeroed outside the graph).
     arrivals = zeroed_counters.get(dev, batch) if (
-        use_pool and (batch <= ONE_LAUNCH_BATCH or constexprs.get("SAMPLE_LAST", True))
-        and backend_flag(backend, "LAST_ARRIVAL")) else None
+        use_pool and (batch <= ONE_LAUNCH_BATCH or constexprs.get("SAMPLE_LAST", False))
+        and _device.backend_flag(backend, "LAST_ARRIVAL")) else None
     constexprs["SAMPLE_LAST"] = arrivals is not None
     launches = []
     if use_pool and arrivals is None:
