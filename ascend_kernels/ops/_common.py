@@ -14,10 +14,13 @@ def softmax_scale_of(name: str, scale, head_size: int) -> float:
 
 
 def _call(package: str, module: str, args_of, finish):
+    imported = []  # the module, imported on the first call (fallback_atb needs torch_npu)
+
     def run(p):
         args, kwargs = args_of(p)
-        target = importlib.import_module(f"ascend_kernels.{package}.{module}")
-        result = getattr(target, module)(*args, **kwargs)
+        if not imported:
+            imported.append(importlib.import_module(f"ascend_kernels.{package}.{module}"))
+        result = getattr(imported[0], module)(*args, **kwargs)
         if finish is not None:
             finish(p, result)
     return run
