@@ -8,6 +8,7 @@ import torch
 import ascend_kernels
 from ascend_kernels.launcher import configs
 from ascend_kernels.launcher.op import force_config
+from ascend_kernels.kernels import flash_attention as fa_kern
 from ascend_kernels.ops import flash_attention as fa
 from ascend_kernels.reference import flash_attention as ref
 
@@ -145,11 +146,11 @@ def test_gqa7_pads_the_group_to_8_rows(io_blocks):
 
 
 def test_heads_per_task():
-    assert fa.heads_per_task({}, 7, 32) == 7              # the whole group, padded to 8 rows
-    assert fa.heads_per_task({"HEADS_PER_TASK": 1}, 8, 64) == 1
-    assert fa.heads_per_task({"HEADS_PER_TASK": 8}, 6, 64) == 6  # a divisor of the group
-    assert fa.heads_per_task({}, 12, 8) == 6              # padding (8) fits the tile's rows
-    assert fa.heads_per_task({}, 7, 4) == 1
+    assert fa_kern.heads_per_task({}, 7, 32) == 7              # the whole group, padded to 8 rows
+    assert fa_kern.heads_per_task({"HEADS_PER_TASK": 1}, 8, 64) == 1
+    assert fa_kern.heads_per_task({"HEADS_PER_TASK": 8}, 6, 64) == 6  # a divisor of the group
+    assert fa_kern.heads_per_task({}, 12, 8) == 6              # padding (8) fits the tile's rows
+    assert fa_kern.heads_per_task({}, 7, 4) == 1
 
 
 def test_bf16_varlen():
@@ -557,8 +558,8 @@ def test_npu_tiles_shrink_to_fit_the_unified_buffer(head_size, multibuffer):
     """Every Ascend config, whatever the head size, launches tiles whose estimated step fits."""
     for config in configs.search_space("flash_attention", "npu"):
         config = dict(config, multibuffer=multibuffer)
-        m, n = fa.tiles("npu", config, head_size, 0)
+        m, n = fa_kern.tiles("npu", config, head_size, 0)
         assert 16 <= m <= config["BLOCK_M"] and 16 <= n <= config["BLOCK_N"]
-        assert fa.npu_step_bytes(m, n, head_size, multibuffer) <= fa.NPU_UB_BUDGET
-        assert fa.tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
-    assert fa.tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most
+        assert fa_kern.npu_step_bytes(m, n, head_size, multibuffer) <= fa_kern.NPU_UB_BUDGET
+        assert fa_kern.tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
+    assert fa_kern.tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most

@@ -7,6 +7,7 @@ import ascend_kernels as ak
 from ascend_kernels.launcher import configs
 from ascend_kernels.launcher.launch import zeroed_counters
 from ascend_kernels.launcher.op import force_config
+from ascend_kernels.kernels import paged_attention as pa_kern
 from ascend_kernels.ops import paged_attention as pa_op
 from ascend_kernels.reference.paged_attention import paged_attention as ref_pa
 
@@ -159,13 +160,13 @@ def test_block_size_not_a_power_of_two(device):
 def test_split_choice_depends_on_shapes_only():
     dims = dict(num_seqs=1, num_heads=32, num_kv_heads=8, head_size=128, block_size=16, max_blocks=2048)
     cfg = configs.default_config("paged_attention", "cuda", {})
-    few = pa_op.plan(dims, cfg, "cuda", 132)
-    many = pa_op.plan({**dims, "num_seqs": 64, "max_blocks": 256}, cfg, "cuda", 132)
+    few = pa_kern.plan(dims, cfg, "cuda", 132)
+    many = pa_kern.plan({**dims, "num_seqs": 64, "max_blocks": 256}, cfg, "cuda", 132)
     assert few["num_splits"] > 1 and many["num_splits"] == 1
-    fixed = pa_op.plan(dims, cfg, "cuda", 132, split_size=1024)
+    fixed = pa_kern.plan(dims, cfg, "cuda", 132, split_size=1024)
     assert fixed["num_splits"] == 2048 * 16 // 1024 and fixed["pages_per_split"] == 64
     for cfg in configs.search_space("paged_attention", "npu"):  # Ascend: one page per step (multi-page tiles are gathers)
-        assert pa_op.plan(dims, cfg, "npu", 20)["constexprs"]["PAGES_PER_STEP"] == 1
+        assert pa_kern.plan(dims, cfg, "npu", 20)["constexprs"]["PAGES_PER_STEP"] == 1
 
 
 def test_all_empty_and_no_sequences():
@@ -439,10 +440,11 @@ def test_cuda_default_config_fits_shared_memory(monkeypatch):
         q, kc, vc, bt, lens = _inputs(seqs, kv_heads, gqa, head_size, block_size,
                                       [3 * block_size] * seqs, torch.bfloat16, "cpu")
         p = pa_op.paged_attention.defn.prepare(q, kc, vc, bt, lens)
-        cfg = pa_op.fit_shared_memory(p, configs.default_config("paged_attention", "cuda", pa_op.features(p)))
+        cfg = pa_kern.fit_shared_memory(p.dims, configs.default_config("paged_attention", "cuda", pa_op.features(p)),
+                                        smem, kc.element_size())
         # at most grid_step_tokens (at least one page) of K and V, bf16, per staged step
         step_bytes = 2 * max(cfg["grid_step_tokens"], block_size) * head_size * 2
-        assert (cfg["num_stages"] - 1) * step_bytes + pa_op.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
+        assert (cfg["num_stages"] - 1) * step_bytes + pa_kern.SMEM_RESERVE <= smem, (head_size, block_size, cfg)
         assert pa_op.capability("cuda", p)[0]
     q, kc, vc, bt, lens = _inputs(2, 2, 1, 256, 256, [300, 20], torch.float32, "cpu")
     ok, why = pa_op.capability("cuda", pa_op.paged_attention.defn.prepare(q, kc, vc, bt, lens))

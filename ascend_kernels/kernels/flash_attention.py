@@ -33,8 +33,13 @@ by the bulk tensor copy engine instead of per-thread pointer loads. Rows past th
 as zeros; in masked tiles V rows past the sequence's end are zeroed after the load (they may be
 another sequence's tokens or, in a page, never written).
 """
+import math
+
 import triton
 import triton.language as tl
+
+from ..backends.npu import UB_BYTES as NPU_UB_BYTES
+from ..launcher.checks import next_pow2
 
 from ._quant import load_scale
 from ._softmax import (LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step,
@@ -321,3 +326,76 @@ def flash_attention_kernel(
             tl.store(o_rows + offs_d, out.to(out_ptr.dtype.element_ty), mask=io_mask)
             if RETURN_LSE:
                 tl.store(lse_ptr + tl.cast(h, tl.int64) * stride_lse_h + tok, lse, mask=row_ok)
+
+
+# Launch geometry (host side): the tiles of a launch, the heads a task packs, and the CUDA
+# tensor descriptors over K/V.
+
+def npu_step_bytes(block_m: int, block_n: int, block_d: int, multibuffer: bool) -> float:
+    """The Ascend compile check's unified-buffer estimate for one KV step, fitted on its reports
+    (bench/results/ascend_check.md): q (fp16) and acc (fp32) per BLOCK_M x D, the K/V staging
+    buffers and their fp32 copies per BLOCK_N x D, scores and probabilities per BLOCK_M x
+    BLOCK_N; multibuffer double-buffers what the loop loads."""
+    if multibuffer:
+        return 8.2 * block_m * block_d + 30.0 * block_n * block_d + 7.9 * block_m * block_n
+    return 6.2 * block_m * block_d + 18.0 * block_n * block_d + 7.9 * block_m * block_n
+
+
+# under the 192 KB unified buffer by the fitted estimate's largest miss (~18 KB)
+NPU_UB_BUDGET = NPU_UB_BYTES - 20 * 1024
+
+
+def tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple[int, int]:
+    """(BLOCK_M, BLOCK_N) of a launch. A paged tile is one page or a slice of one. On Ascend the
+    config's tiles are upper bounds: the larger one is halved until a step fits the unified
+    buffer, so one search space serves every head size (the compile check confirms the fit)."""
+    block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
+    if block_size:
+        block_n = min(block_n, block_size)
+    if backend == "npu":
+        block_d = max(16, next_pow2(head_size))
+        multibuffer = config.get("multibuffer", True)  # on by default in triton-ascend
+        while (npu_step_bytes(block_m, block_n, block_d, multibuffer) > NPU_UB_BUDGET
+               and max(block_m, block_n) > 16):
+            if block_n >= block_m:
+                block_n //= 2
+            else:
+                block_m //= 2
+    return block_m, block_n
+
+
+def heads_per_task(config: dict, gqa: int, block_m: int) -> int:
+    """Query heads packed into a task's M tile: the largest divisor of the GQA group that is at
+    most the config's HEADS_PER_TASK (default: the whole group) and whose power-of-two padding
+    fits the tile's rows."""
+    limit = int(config.get("HEADS_PER_TASK", gqa))
+    return max(d for d in range(1, gqa + 1) if gqa % d == 0 and d <= limit and next_pow2(d) <= block_m)
+
+
+def kv_strides(t, paged: bool) -> tuple[int, int, int]:
+    """(token, head, page) strides of k or v: a paged cache's tokens are its page slots."""
+    return (t.stride(1), t.stride(2), t.stride(0)) if paged else (t.stride(0), t.stride(1), 0)
+
+
+def tma_descriptors(k, v, paged: bool, block_n: int, block_d: int):
+    """(k_desc, v_desc): host tensor descriptors over k and v viewed as [rows, num_kv_heads *
+    head_size] (rows = tokens, or page slots when paged), block [block_n, block_d], when the
+    layout allows it; else None (pointer loads). Needs a power-of-two head size (a box never
+    spans past its head), heads adjacent in a row, pages adjacent in the cache, and the copy
+    engine's 16-byte alignment of base and row stride."""
+    head_size, num_kv_heads = k.shape[-1], k.shape[-2]
+    if block_d != head_size:
+        return None
+    from triton.tools.tensor_descriptor import TensorDescriptor
+
+    width = num_kv_heads * head_size
+    descs = []
+    for t in (k, v):
+        row_stride, head_stride, page_stride = kv_strides(t, paged)
+        rows = math.prod(t.shape[:-2])
+        if (head_stride != head_size or row_stride < width or (row_stride * t.element_size()) % 16
+                or (paged and page_stride != t.shape[1] * row_stride)
+                or t.data_ptr() % 16 or not 0 < rows < 2 ** 31):
+            return None
+        descs.append(TensorDescriptor(t, [rows, width], [row_stride, 1], [block_n, block_d]))
+    return descs

@@ -27,9 +27,13 @@ merges them in a second launch. Both merge the same way (_merge_splits).
 pages_per_split > 0 fixes the split boundaries at absolute page multiples (batch invariant);
 0 divides each sequence's visible pages evenly among NUM_SPLITS.
 """
+from typing import Optional
+
 import triton
 import triton.language as tl
 
+from ..launcher.checks import next_pow2
+from ..launcher.device import grid_size
 from ._quant import cache_tile_as, fp16_operand, load_scale
 from ._softmax import LOG2E, apply_softcap, band_mask, finish_softmax, online_softmax_step
 
@@ -264,3 +268,99 @@ def paged_attention_merge_kernel(
         _merge_splits(part_ptr + row64 * (NUM_SPLITS * HEAD_SIZE), lse_ptr + row64 * NUM_SPLITS,
                       out_ptr + tl.cast(seq, tl.int64) * o_stride_s + head * o_stride_h,
                       NUM_SPLITS, BLOCK_S, HEAD_SIZE, BLOCK_D, "")
+
+
+# Launch geometry (host side): the split count, pages per step, grids and constexprs of both
+# kernels, from shapes and the config only (never from data), so that one CUDA graph replays
+# for any seq_lens and block table.
+
+AUTO_MAX_SPLITS = 64        # the automatic choice stays under this
+# the automatic choice gives each split at least this many tokens (H200, 4 x 1024 tokens, 32/8
+# heads: 2 splits of 512 took 23.0 us, 8 of 128 17.6 us in graph replay)
+MIN_SPLIT_TOKENS = 128
+MERGE_BLOCK_S = 32          # splits merged per step of the merge kernel
+# CUDA shared memory beside the staged K/V tiles (scores, q, barriers): 12 KB measured on the
+# H100 (a step of K/V tiles in n stages takes (n - 1) steps' bytes plus this), with room to spare
+SMEM_RESERVE = 16 * 1024
+
+
+def fit_shared_memory(dims: dict, config: dict, smem: int, cache_bytes: int) -> dict:
+    """CUDA: fewer stages, then fewer pages per step, until the staged K/V tiles (cache elements
+    of `cache_bytes`) fit the `smem` bytes one program may use (the op's capability check sends
+    away pages too large for one step in 2 stages)."""
+    if not smem or "num_stages" not in config:
+        return config
+    cfg = dict(config)
+    # bytes of one loop step's K and V tiles: pages per step x page x head size
+    step = next_pow2(dims["block_size"]) * max(16, next_pow2(dims["head_size"])) * cache_bytes
+    while (cfg["num_stages"] - 1) * 2 * pages_per_step(dims, cfg, "cuda") * step + SMEM_RESERVE > smem:
+        if cfg["num_stages"] > 2:
+            cfg["num_stages"] -= 1
+        elif cfg.get("grid_step_tokens", 0) > dims["block_size"]:
+            cfg["grid_step_tokens"] //= 2
+        else:
+            break
+    return cfg
+
+
+def auto_splits(tasks: int, max_context: int, cores: int, target: int) -> int:
+    """Splits per (sequence, kv head) from shapes only: enough programs for `target` per core
+    when the batch alone has fewer, then rounded up (at most 2x) until the equal-length tasks
+    fill their last wave over the cores to >= 90% (H100: b=4 x 32k, 8 kv heads: 9 splits =
+    288 tasks ran at 74% of copy bandwidth, 16 splits = 512 tasks at 90%)."""
+    if tasks <= 0 or tasks >= cores * target:
+        return 1
+    cap = max(1, min(AUTO_MAX_SPLITS, max_context // MIN_SPLIT_TOKENS))
+    base = min(-(-cores * target // tasks), cap)
+
+    def fill(s: int) -> float:
+        n = tasks * s
+        return n / (-(-n // cores) * cores)
+
+    candidates = range(base, max(base, min(2 * base, cap)) + 1)
+    good = [s for s in candidates if fill(s) >= 0.9]
+    return good[0] if good else max(candidates, key=fill)
+
+
+def pages_per_step(dims: dict, config: dict, backend: str) -> int:
+    """Pages per loop step: grid_step_tokens // block_size rounded down to a power of two (the
+    kernel's tile is an arange of PAGES_PER_STEP * BLOCK_N rows), at most the table's width;
+    1 on Ascend (a multi-page tile is a gather there)."""
+    if backend == "npu":
+        return 1
+    bs = dims["block_size"]
+    pages = max(1, config.get("grid_step_tokens", bs) // bs)
+    return min(1 << (pages.bit_length() - 1), next_pow2(max(1, dims["max_blocks"])))
+
+
+def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0,
+         vector_cores: Optional[int] = None) -> dict:
+    """Everything about a launch that follows from shapes and the config (never from data):
+    constexprs of both kernels, number of splits, fixed pages per split, grid sizes. `cores`
+    sizes the attention grid (cube cores: it has tl.dot), `vector_cores` (default `cores`) the
+    vector-only merge's."""
+    s, h, kvh, hd = dims["num_seqs"], dims["num_heads"], dims["num_kv_heads"], dims["head_size"]
+    bs, max_blocks = dims["block_size"], dims["max_blocks"]
+    gqa = h // kvh
+    tasks, pages_per_split = s * kvh, split_size // bs  # 0: no fixed split size
+    if split_size:
+        num_splits = max(1, -(-max_blocks // pages_per_split))
+    elif "grid_num_splits" in config:  # tests: force a split count
+        num_splits = max(1, int(config["grid_num_splits"]))
+    else:
+        num_splits = auto_splits(tasks, max_blocks * bs, cores, config.get("grid_split_target", 1))
+    n_tasks, ppc = tasks * num_splits, config.get("grid_programs_per_core", 1)
+    return {
+        "num_splits": num_splits, "pages_per_split": pages_per_split, "num_tasks": n_tasks,
+        "grid": grid_size(cores, n_tasks, ppc),
+        "merge_grid": grid_size(vector_cores or cores, s * h, ppc),
+        # Ascend's tl.dot takes any M (the cube pads to 16 itself): padding rows there would only
+        # add softmax vector work; upstream Triton and both interpreters need M >= 16
+        "constexprs": {"GQA": gqa, "BLOCK_M": next_pow2(gqa) if backend == "npu" else max(16, next_pow2(gqa)),
+                       "HEAD_SIZE": hd, "BLOCK_D": max(16, next_pow2(hd)), "BLOCK_SIZE": bs,
+                       "BLOCK_N": next_pow2(bs), "PAGES_PER_STEP": pages_per_step(dims, config, backend),
+                       "NUM_SPLITS": num_splits},
+        "merge_constexprs": {"NUM_SPLITS": num_splits,
+                             "BLOCK_S": min(MERGE_BLOCK_S, next_pow2(num_splits)),
+                             "HEAD_SIZE": hd, "BLOCK_D": max(16, next_pow2(hd))},
+    }

@@ -2,12 +2,10 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Optional, Union
 
 import torch
 
-from ..backends.npu import UB_BYTES as NPU_UB_BYTES
 from ..kernels import flash_attention as kern
 from ..launcher import device as _device
 from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, check_out, check_same_device,
@@ -94,82 +92,13 @@ def _capability(backend: str, p: Problem) -> tuple[bool, str]:
     return True, "the kernel handles these shapes, strides and dtypes"
 
 
-def npu_step_bytes(block_m: int, block_n: int, block_d: int, multibuffer: bool) -> float:
-    """The Ascend compile check's unified-buffer estimate for one KV step, fitted on its reports
-    (bench/results/ascend_check.md): q (fp16) and acc (fp32) per BLOCK_M x D, the K/V staging
-    buffers and their fp32 copies per BLOCK_N x D, scores and probabilities per BLOCK_M x
-    BLOCK_N; multibuffer double-buffers what the loop loads."""
-    if multibuffer:
-        return 8.2 * block_m * block_d + 30.0 * block_n * block_d + 7.9 * block_m * block_n
-    return 6.2 * block_m * block_d + 18.0 * block_n * block_d + 7.9 * block_m * block_n
-
-
-# under the 192 KB unified buffer by the fitted estimate's largest miss (~18 KB)
-NPU_UB_BUDGET = NPU_UB_BYTES - 20 * 1024
-
-
-def tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple[int, int]:
-    """(BLOCK_M, BLOCK_N) of a launch. A paged tile is one page or a slice of one. On Ascend the
-    config's tiles are upper bounds: the larger one is halved until a step fits the unified
-    buffer, so one search space serves every head size (the compile check confirms the fit)."""
-    block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
-    if block_size:
-        block_n = min(block_n, block_size)
-    if backend == "npu":
-        block_d = max(16, next_pow2(head_size))
-        multibuffer = config.get("multibuffer", True)  # on by default in triton-ascend
-        while (npu_step_bytes(block_m, block_n, block_d, multibuffer) > NPU_UB_BUDGET
-               and max(block_m, block_n) > 16):
-            if block_n >= block_m:
-                block_n //= 2
-            else:
-                block_m //= 2
-    return block_m, block_n
-
-
-def _kv_strides(p: Problem, t: torch.Tensor) -> tuple[int, int, int]:
-    """(token, head, page) strides of k or v: a paged cache's tokens are its page slots."""
-    return (t.stride(1), t.stride(2), t.stride(0)) if p.paged else (t.stride(0), t.stride(1), 0)
-
-
-def _tma_descriptors(p: Problem, block_n: int, block_d: int):
-    """(k_desc, v_desc): host tensor descriptors over k and v viewed as [rows, num_kv_heads *
-    head_size] (rows = tokens, or page slots when paged), block [block_n, block_d], when the
-    device has the bulk tensor copy engine and the layout allows it; else None (pointer loads).
-    Needs a power-of-two head size (a box never spans past its head), heads adjacent in a row,
-    pages adjacent in the cache, and the engine's 16-byte alignment of base and row stride."""
-    if not _device.properties(p.device)["tma"] or block_d != p.head_size:
-        return None
-    from triton.tools.tensor_descriptor import TensorDescriptor
-
-    width = p.num_kv_heads * p.head_size
-    descs = []
-    for t in (p.k, p.v):
-        row_stride, head_stride, page_stride = _kv_strides(p, t)
-        rows = math.prod(t.shape[:-2])
-        if (head_stride != p.head_size or row_stride < width or (row_stride * t.element_size()) % 16
-                or (p.paged and page_stride != t.shape[1] * row_stride)
-                or t.data_ptr() % 16 or not 0 < rows < 2 ** 31):
-            return None
-        descs.append(TensorDescriptor(t, [rows, width], [row_stride, 1], [block_n, block_d]))
-    return descs
-
-
-def heads_per_task(config: dict, gqa: int, block_m: int) -> int:
-    """Query heads packed into a task's M tile: the largest divisor of the GQA group that is at
-    most the config's HEADS_PER_TASK (default: the whole group) and whose power-of-two padding
-    fits the tile's rows."""
-    limit = int(config.get("HEADS_PER_TASK", gqa))
-    return max(d for d in range(1, gqa + 1) if gqa % d == 0 and d <= limit and next_pow2(d) <= block_m)
-
-
 def _launches(p: Problem, config: dict, backend: str) -> list:
     if p.batch == 0 or p.max_seqlen_q == 0 or p.q.shape[0] == 0:
         return []
     constexprs, options = split_config(config, backend)
-    block_m, constexprs["BLOCK_N"] = tiles(backend, config, p.head_size, p.block_size)
+    block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, p.block_size)
     gqa = p.num_heads // p.num_kv_heads
-    heads = heads_per_task(config, gqa, block_m)
+    heads = kern.heads_per_task(config, gqa, block_m)
     constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
                       IO_BLOCKS=bool(config.get("IO_BLOCKS", False)) and heads > 1)
     q_tiles = -(-p.max_seqlen_q // (block_m // next_pow2(heads)))
@@ -180,13 +109,14 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     cu_k = p.cu_seqlens_k if p.cu_seqlens_k is not None else p.cu_seqlens_q
     used = p.seqused_k if p.seqused_k is not None else p.cu_seqlens_q
     bt = p.block_table if p.block_table is not None else p.cu_seqlens_q
-    (kt, kh, kb), (vt, vh, vb) = _kv_strides(p, k), _kv_strides(p, v)
+    (kt, kh, kb), (vt, vh, vb) = kern.kv_strides(k, p.paged), kern.kv_strides(v, p.paged)
     block_d = max(16, next_pow2(p.head_size))
     # tensor descriptors cost the host about 7 us per call (two descriptors to build and encode:
     # H200, bench/results/h200/host_time.md), more than they save a prefill of a few hundred
     # tokens; the config's USE_TMA False turns them off for any size
-    use_tma = backend == "cuda" and q.shape[0] >= TMA_MIN_TOKENS and config.get("USE_TMA", True)
-    descs = _tma_descriptors(p, constexprs["BLOCK_N"], block_d) if use_tma else None
+    use_tma = (backend == "cuda" and q.shape[0] >= TMA_MIN_TOKENS and config.get("USE_TMA", True)
+               and _device.properties(p.device)["tma"])
+    descs = kern.tma_descriptors(k, v, p.paged, constexprs["BLOCK_N"], block_d) if use_tma else None
     k_desc, v_desc = descs or (k, v)  # unread without USE_TMA
     args = dict(
         q_ptr=q, k_ptr=k, v_ptr=v, k_desc=k_desc, v_desc=v_desc, out_ptr=out, lse_ptr=lse,

@@ -21,15 +21,7 @@ from ._common import fallbacks, softmax_scale_of
 
 SPLIT_SIZE_ENV = "ASCEND_KERNELS_PA_SPLIT_SIZE"
 MAX_SPLITS = 1024           # fixed split sizes giving more splits than this are refused
-AUTO_MAX_SPLITS = 64        # the automatic choice stays under this
-# the automatic choice gives each split at least this many tokens (H200, 4 x 1024 tokens, 32/8
-# heads: 2 splits of 512 took 23.0 us, 8 of 128 17.6 us in graph replay)
-MIN_SPLIT_TOKENS = 128
-MERGE_BLOCK_S = 32          # splits merged per step of the merge kernel
 MAX_HEAD_SIZE = 256
-# CUDA shared memory beside the staged K/V tiles (scores, q, barriers): 12 KB measured on the
-# H100 (a step of K/V tiles in n stages takes (n - 1) steps' bytes plus this), with room to spare
-SMEM_RESERVE = 16 * 1024
 NPU_TILE_BYTES = 32 * 1024  # one K (or V) page tile on Ascend: 4 of them (K, V, double-buffered) + scores fit UB
 
 
@@ -83,7 +75,7 @@ def capability(backend: str, p: Problem) -> tuple[bool, str]:
         return False, f"head_size {d['head_size']} > {MAX_HEAD_SIZE}"
     tile = d["block_size"] * next_pow2(d["head_size"]) * p.key_cache.element_size()
     smem = _device.properties(p.query.device)["smem_bytes"]
-    if backend == "cuda" and smem and 2 * tile + SMEM_RESERVE > smem:
+    if backend == "cuda" and smem and 2 * tile + kern.SMEM_RESERVE > smem:
         return False, (f"one K and one V page tile take {2 * tile} bytes (block_size x head_size "
                        f"each), over the {smem} bytes of shared memory a program may use")
     if backend == "npu":
@@ -92,25 +84,6 @@ def capability(backend: str, p: Problem) -> tuple[bool, str]:
             return False, (f"one KV page tile is {tile} bytes (block_size x head_size), over the "
                            f"{NPU_TILE_BYTES} bytes the Ascend UB budget allows per tile")
     return True, "the kernel handles these shapes, strides, dtypes and options"
-
-
-def fit_shared_memory(p: Problem, config: dict) -> dict:
-    """CUDA: fewer stages, then fewer pages per step, until the staged K/V tiles fit the shared
-    memory one program may use (capability sent away pages too large for one step in 2 stages)."""
-    smem = _device.properties(p.device)["smem_bytes"]
-    if not smem or "num_stages" not in config:
-        return config
-    cfg, d = dict(config), p.dims
-    # bytes of one loop step's K and V tiles: pages per step x page x head size
-    step = next_pow2(d["block_size"]) * max(16, next_pow2(d["head_size"])) * p.key_cache.element_size()
-    while (cfg["num_stages"] - 1) * 2 * _pages_per_step(d, cfg, "cuda") * step + SMEM_RESERVE > smem:
-        if cfg["num_stages"] > 2:
-            cfg["num_stages"] -= 1
-        elif cfg.get("grid_step_tokens", 0) > d["block_size"]:
-            cfg["grid_step_tokens"] //= 2
-        else:
-            break
-    return cfg
 
 
 def check_values(p: Problem) -> None:
@@ -124,13 +97,14 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     d = p.dims
     if d["num_seqs"] == 0 or d["num_heads"] == 0:
         return []
+    out, q, kc, vc = p.out, p.query, p.key_cache, p.value_cache
     if backend == "cuda":
-        config = fit_shared_memory(p, config)
+        config = kern.fit_shared_memory(d, config, _device.properties(p.device)["smem_bytes"],
+                                        kc.element_size())
     _, options = split_config(config, backend)
-    pl = plan(d, config, backend, _device.grid_cap(p.device, cube=True), p.split_size,
+    pl = kern.plan(d, config, backend, _device.grid_cap(p.device, cube=True), p.split_size,
               vector_cores=_device.grid_cap(p.device, cube=False))
     ns = pl["num_splits"]
-    out, q, kc, vc = p.out, p.query, p.key_cache, p.value_cache
     s, h, hd = q.shape
     # one launch: the last split of each task merges; not while a graph is being captured before
     # the counters exist (they must be zeroed outside the graph)
@@ -201,69 +175,6 @@ def features(p: Problem) -> dict:
     tasks = p.dims["num_seqs"] * p.dims["num_kv_heads"]
     return {**fixed, **data_dependent, "tasks_per_core": tasks / _device.grid_cap(p.device, cube=True),
             "quantized": p.key_cache.dtype in QUANT_OF}
-
-
-def auto_splits(tasks: int, max_context: int, cores: int, target: int) -> int:
-    """Splits per (sequence, kv head) from shapes only: enough programs for `target` per core
-    when the batch alone has fewer, then rounded up (at most 2x) until the equal-length tasks
-    fill their last wave over the cores to >= 90% (H100: b=4 x 32k, 8 kv heads: 9 splits =
-    288 tasks ran at 74% of copy bandwidth, 16 splits = 512 tasks at 90%)."""
-    if tasks <= 0 or tasks >= cores * target:
-        return 1
-    cap = max(1, min(AUTO_MAX_SPLITS, max_context // MIN_SPLIT_TOKENS))
-    base = min(-(-cores * target // tasks), cap)
-
-    def fill(s: int) -> float:
-        n = tasks * s
-        return n / (-(-n // cores) * cores)
-
-    candidates = range(base, max(base, min(2 * base, cap)) + 1)
-    good = [s for s in candidates if fill(s) >= 0.9]
-    return good[0] if good else max(candidates, key=fill)
-
-
-def _pages_per_step(dims: dict, config: dict, backend: str) -> int:
-    """Pages per loop step: grid_step_tokens // block_size rounded down to a power of two (the
-    kernel's tile is an arange of PAGES_PER_STEP * BLOCK_N rows), at most the table's width;
-    1 on Ascend (a multi-page tile is a gather there)."""
-    if backend == "npu":
-        return 1
-    bs = dims["block_size"]
-    pages = max(1, config.get("grid_step_tokens", bs) // bs)
-    return min(1 << (pages.bit_length() - 1), next_pow2(max(1, dims["max_blocks"])))
-
-
-def plan(dims: dict, config: dict, backend: str, cores: int, split_size: int = 0,
-         vector_cores: Optional[int] = None) -> dict:
-    """Everything about a launch that follows from shapes and the config (never from data):
-    constexprs of both kernels, number of splits, fixed pages per split, grid sizes. `cores`
-    sizes the attention grid (cube cores: it has tl.dot), `vector_cores` (default `cores`) the
-    vector-only merge's."""
-    s, h, kvh, hd = dims["num_seqs"], dims["num_heads"], dims["num_kv_heads"], dims["head_size"]
-    bs, max_blocks = dims["block_size"], dims["max_blocks"]
-    gqa = h // kvh
-    tasks, pages_per_split = s * kvh, split_size // bs  # 0: no fixed split size
-    if split_size:
-        num_splits = max(1, -(-max_blocks // pages_per_split))
-    elif "grid_num_splits" in config:  # tests: force a split count
-        num_splits = max(1, int(config["grid_num_splits"]))
-    else:
-        num_splits = auto_splits(tasks, max_blocks * bs, cores, config.get("grid_split_target", 1))
-    n_tasks, ppc = tasks * num_splits, config.get("grid_programs_per_core", 1)
-    return {
-        "num_splits": num_splits, "pages_per_split": pages_per_split, "num_tasks": n_tasks,
-        "grid": _device.grid_size(cores, n_tasks, ppc),
-        "merge_grid": _device.grid_size(vector_cores or cores, s * h, ppc),
-        # Ascend's tl.dot takes any M (the cube pads to 16 itself): padding rows there would only
-        # add softmax vector work; upstream Triton and both interpreters need M >= 16
-        "constexprs": {"GQA": gqa, "BLOCK_M": next_pow2(gqa) if backend == "npu" else max(16, next_pow2(gqa)),
-                       "HEAD_SIZE": hd, "BLOCK_D": max(16, next_pow2(hd)), "BLOCK_SIZE": bs,
-                       "BLOCK_N": next_pow2(bs), "PAGES_PER_STEP": _pages_per_step(dims, config, backend),
-                       "NUM_SPLITS": num_splits},
-        "merge_constexprs": {"NUM_SPLITS": num_splits,
-                             "BLOCK_S": min(MERGE_BLOCK_S, next_pow2(num_splits)),
-                             "HEAD_SIZE": hd, "BLOCK_D": max(16, next_pow2(hd))},
-    }
 
 
 @define(problem=Problem, kernel_module=kern, capability=capability, launches=_launches,

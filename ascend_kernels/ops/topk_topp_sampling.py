@@ -41,25 +41,11 @@ class Problem:
     probs: torch.Tensor = None    # [batch, vocab] fp32 out ([0] without return_probs), every call
     generator: Optional[torch.Generator] = dataclasses.field(default=None, metadata={"host": True})
 
-    @property
-    def device(self) -> torch.device:
-        return self.logits.device
-
-    @property
-    def batch(self) -> int:
-        return self.logits.shape[0]
-
-    @property
-    def vocab(self) -> int:
-        return self.logits.shape[1]
-
-    @property
-    def has_k(self) -> bool:
-        return self.top_k is not None or 0 < self.top_k_val < self.vocab
-
-    @property
-    def has_p(self) -> bool:
-        return self.top_p is not None or self.top_p_val < 1.0
+    device = property(lambda self: self.logits.device)
+    batch = property(lambda self: self.logits.shape[0])
+    vocab = property(lambda self: self.logits.shape[1])
+    has_k = property(lambda self: self.top_k is not None or 0 < self.top_k_val < self.vocab)
+    has_p = property(lambda self: self.top_p is not None or self.top_p_val < 1.0)
 
 
 def _param(name, value, batch, dev, dtypes, kind):
@@ -88,24 +74,16 @@ def _param(name, value, batch, dev, dtypes, kind):
 
 def _check_values(k_t, p_t, t_t) -> None:
     """ASCEND_KERNELS_CHECK_BOUNDS=1: range checks of tensor parameters (one host sync)."""
-    flags = []
-    if k_t is not None:
-        flags.append((k_t < 0).any())
-    if p_t is not None:
-        pf = p_t.float()
-        flags.append(~((pf > 0) & (pf <= 1)).all())
-    if t_t is not None:
-        tf = t_t.float()
-        flags.append(~(tf >= 0).all())
-    if not flags:
-        return
-    bad = torch.stack(flags).tolist()
-    names = [n for n, t in (("top_k", k_t), ("top_p", p_t), ("temperature", t_t)) if t is not None]
-    for name, b in zip(names, bad):
-        if b:
-            what = {"top_k": "must be >= 0 (0 = off)", "top_p": "must be in (0, 1]",
-                    "temperature": "must be >= 0 (0 = greedy) and not NaN"}[name]
-            raise ValueError(f"{name} {what}; the tensor holds a value outside that range")
+    checks = [(name, t, what, bad) for name, t, what, bad in (
+        ("top_k", k_t, "must be >= 0 (0 = off)", lambda t: (t < 0).any()),
+        ("top_p", p_t, "must be in (0, 1]", lambda t: ~((t > 0) & (t <= 1)).all()),
+        ("temperature", t_t, "must be >= 0 (0 = greedy) and not NaN", lambda t: ~(t >= 0).all()))
+        if t is not None]
+    if checks:
+        flags = torch.stack([bad(t) for _, t, _, bad in checks]).tolist()
+        for (name, _, what, _), flag in zip(checks, flags):
+            if flag:
+                raise ValueError(f"{name} {what}; the tensor holds a value outside that range")
 
 
 def _capability(backend: str, p: Problem) -> tuple[bool, str]:
@@ -265,10 +243,7 @@ def topk_topp_sampling(logits: torch.Tensor, *, top_k: Union[int, torch.Tensor, 
     if os.environ.get(CHECK_BOUNDS_ENV) == "1":
         _check_values(k_t, p_t, t_t)
     # fp16/bf16/fp32 rows are read as they are (the kernel converts); fp64 has no Ascend vector
-    if p_t is not None and p_t.dtype == torch.float64:
-        p_t = p_t.float()
-    if t_t is not None and t_t.dtype == torch.float64:
-        t_t = t_t.float()
+    p_t, t_t = (t.float() if t is not None and t.dtype == torch.float64 else t for t in (p_t, t_t))
     return Problem(logits, k_t, k_s or 0, p_t, 1.0 if p_s is None else p_s, t_t,
                    1.0 if t_s is None else t_s, seeds, return_probs, generator=generator)
 
