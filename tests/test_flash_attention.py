@@ -213,6 +213,26 @@ def test_paged(block_size, lens_q, lens_k, heads, kv_heads, head_size, kwargs):
     run_and_check(make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=block_size), **kwargs)
 
 
+MULTI_PAGE_CASES = [
+    # id, lens_q, lens_k, heads, kv_heads, head_size, cache dtype, kwargs; pages of 16
+    ("causal-partial-last-page", [10, 90], [43, 200], 2, 1, 64, None, {}),
+    ("window-softcap-int8-gqa3", [70, 5], [100, 37], 3, 1, 80, torch.int8,
+     {"sliding_window": 40, "softcap": 6.0}),
+    ("noncausal", [20], [45], 2, 2, 64, None, {"causal": False}),
+]
+
+
+@pytest.mark.parametrize("block_n", [32, 64])
+@pytest.mark.parametrize("lens_q,lens_k,heads,kv_heads,head_size,cache_dtype,kwargs",
+                         [c[1:] for c in MULTI_PAGE_CASES], ids=[c[0] for c in MULTI_PAGE_CASES])
+def test_paged_multi_page_tiles(block_n, lens_q, lens_k, heads, kv_heads, head_size, cache_dtype, kwargs):
+    """MULTI_PAGE: a K/V tile of several pages, gathered row by row through the block table
+    (garbage entries past each sequence's pages are never read)."""
+    case = make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=16,
+                     cache_dtype=cache_dtype, per_head=True)
+    run_and_check(case, config={"MULTI_PAGE": True, "BLOCK_N": block_n}, **kwargs)
+
+
 @pytest.mark.parametrize("paged", [False, True])
 def test_bad_lengths_and_page_ids_stay_inside_the_tensors(paged):
     """cu_seqlens past the tensors, seqused_k past the block table and out-of-range page ids are

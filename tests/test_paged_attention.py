@@ -103,9 +103,11 @@ def test_split_and_unsplit_agree(device):
     outs = []
     for cfg in ({"grid_step_tokens": 16, "grid_num_splits": 1},   # one page per step, no split
                 {"grid_step_tokens": 64, "grid_num_splits": 1},   # 4 pages per step (gather)
-                {"grid_step_tokens": 16, "grid_num_splits": 3},   # even split of each sequence
-                {"grid_step_tokens": 32, "grid_num_splits": 8},   # more splits than some have pages
-                {"grid_step_tokens": 16, "grid_num_splits": 3, "MERGE_LAST": False}):  # merge launch
+                # even split of each sequence; more splits than some have pages (both merged by
+                # the last split); merged by a second launch
+                {"grid_step_tokens": 16, "grid_num_splits": 3, "MERGE_LAST": True},
+                {"grid_step_tokens": 32, "grid_num_splits": 8, "MERGE_LAST": True},
+                {"grid_step_tokens": 16, "grid_num_splits": 3, "MERGE_LAST": False}):
         out = _run(q, kc, vc, bt, lens, config={**cfg, "grid_programs_per_core": 1})
         _close(out, expect, torch.float32)
         outs.append(out)

@@ -20,7 +20,9 @@ keys is at key position i + sk - sq and sees keys j with
 Paged K/V: a KV tile is one page (BLOCK_N == block_size), or a slice of one page (BLOCK_N <
 block_size, for a smaller on-chip footprint), found through one block-table entry; its rows are
 loaded as one strided block (structured on Ascend, no gathers). The next tile's page id is read
-one step ahead.
+one step ahead. MULTI_PAGE (CUDA, pointer loads): a tile is BLOCK_N // block_size whole pages,
+its rows gathered through a per-row page id (read one step ahead too), so the fixed cost of a
+step is paid once per BLOCK_N keys.
 
 Quantized K/V (QUANT != 0: int8, or fp8 on CUDA): a task reads one kv head, so its scale is one
 number (per tensor, or per kv head with SCALE_PER_HEAD). Tiles are converted to the dot's dtype
@@ -60,6 +62,18 @@ def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks
         return tl.cast(page, tl.int64)
     else:
         return tl.cast(k_start + n, tl.int64)
+
+
+@triton.jit
+def _kv_tile_rows(n, sk, seq, block_table_ptr, stride_bt_b, num_blocks, offs_n,
+                  PAGE_SIZE: tl.constexpr):
+    """MULTI_PAGE: int64 [BLOCK_N] page of each row of the tile starting at key n (a multiple of
+    PAGE_SIZE); rows at or past sk read no block-table entry and give page 0, and so does an
+    out-of-range page id."""
+    pos = n + offs_n
+    page = tl.load(block_table_ptr + seq * stride_bt_b + pos // PAGE_SIZE, mask=pos < sk, other=0)
+    page = tl.where((page >= 0) & (page < num_blocks), page, 0)
+    return tl.cast(page, tl.int64)
 
 
 @triton.jit
@@ -127,29 +141,46 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_de
                   MASKED: tl.constexpr, PAGED: tl.constexpr, PAGE_SIZE: tl.constexpr,
                   HEAD_SIZE: tl.constexpr,
                   BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, SOFTCAP: tl.constexpr,
-                  DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr, QUANT: tl.constexpr):
+                  DOT_FP32: tl.constexpr, USE_TMA: tl.constexpr, QUANT: tl.constexpr,
+                  MULTI_PAGE: tl.constexpr):
     """KV tiles starting at lo, lo + BLOCK_N, ... below hi (lo a multiple of BLOCK_N)."""
-    # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
-    # block-table load inside the step
-    idx = _kv_tile_index(lo, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks,
-                         PAGE_SIZE, PAGED)
-    for n in range(lo, hi, BLOCK_N):
-        nxt = _kv_tile_index(n + BLOCK_N, hi, seq, k_start, block_table_ptr, stride_bt_b,
-                             num_blocks, PAGE_SIZE, PAGED)
-        k_tile = k_head + idx * k_unit
-        v_tile = v_head + idx * v_unit
-        tma_row = idx  # the tile's first row in the descriptors' [rows, heads * head_size] view
-        if PAGED:
-            tma_row = idx * PAGE_SIZE
-            if BLOCK_N < PAGE_SIZE:  # the tile is rows [n % PAGE_SIZE, + BLOCK_N) of its page
-                k_tile += (n % PAGE_SIZE) * stride_kt
-                v_tile += (n % PAGE_SIZE) * stride_vt
-                tma_row += n % PAGE_SIZE
-        acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile, k_offs, v_offs, k_desc, v_desc,
-                                tl.cast(tma_row, tl.int32), tma_col, n, sk, q_pos, qk_scale,
-                                sm_scale, window_left, window_right, mask_d, offs_n, MASKED,
-                                HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, USE_TMA, QUANT)
-        idx = nxt
+    if MULTI_PAGE:  # per-row pages, read one step ahead; rows are whole pages (lo % PAGE_SIZE == 0)
+        offs_d = tl.arange(0, BLOCK_D)
+        in_page = offs_n % PAGE_SIZE
+        pages = _kv_tile_rows(lo, sk, seq, block_table_ptr, stride_bt_b, num_blocks, offs_n, PAGE_SIZE)
+        for n in range(lo, hi, BLOCK_N):
+            nxt = _kv_tile_rows(n + BLOCK_N, sk, seq, block_table_ptr, stride_bt_b, num_blocks,
+                                offs_n, PAGE_SIZE)
+            k_rows = pages * k_unit + in_page * stride_kt
+            v_rows = pages * v_unit + in_page * stride_vt
+            acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_head, v_head, k_rows[:, None] + offs_d[None, :],
+                                    v_rows[:, None] + offs_d[None, :], k_desc, v_desc, 0, tma_col, n,
+                                    sk, q_pos, qk_scale, sm_scale, window_left, window_right, mask_d,
+                                    offs_n, MASKED, HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, False,
+                                    QUANT)
+            pages = nxt
+    else:
+        # PAGED: the next tile's page id is read one step ahead, so no K/V address waits on the
+        # block-table load inside the step
+        idx = _kv_tile_index(lo, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks,
+                             PAGE_SIZE, PAGED)
+        for n in range(lo, hi, BLOCK_N):
+            nxt = _kv_tile_index(n + BLOCK_N, hi, seq, k_start, block_table_ptr, stride_bt_b,
+                                 num_blocks, PAGE_SIZE, PAGED)
+            k_tile = k_head + idx * k_unit
+            v_tile = v_head + idx * v_unit
+            tma_row = idx  # the tile's first row in the descriptors' [rows, heads * head_size] view
+            if PAGED:
+                tma_row = idx * PAGE_SIZE
+                if BLOCK_N < PAGE_SIZE:  # the tile is rows [n % PAGE_SIZE, + BLOCK_N) of its page
+                    k_tile += (n % PAGE_SIZE) * stride_kt
+                    v_tile += (n % PAGE_SIZE) * stride_vt
+                    tma_row += n % PAGE_SIZE
+            acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_tile, v_tile, k_offs, v_offs, k_desc, v_desc,
+                                    tl.cast(tma_row, tl.int32), tma_col, n, sk, q_pos, qk_scale,
+                                    sm_scale, window_left, window_right, mask_d, offs_n, MASKED,
+                                    HEAD_SIZE, BLOCK_D, SOFTCAP, DOT_FP32, USE_TMA, QUANT)
+            idx = nxt
     return acc, m_i, l_i
 
 
@@ -194,6 +225,7 @@ def flash_attention_kernel(
     PERSISTENT: tl.constexpr,  # fewer programs than tasks (else program i runs task i)
     QUANT: tl.constexpr,       # k/v dtype: 0 = q's, 1 = int8, 2 = fp8 (_quant.QUANT_*)
     SCALE_PER_HEAD: tl.constexpr,
+    MULTI_PAGE: tl.constexpr,  # PAGED, not USE_TMA: a KV tile is BLOCK_N // PAGE_SIZE pages
 ):
     pid = tl.program_id(0)
     num_programs = tl.num_programs(0)
@@ -315,7 +347,7 @@ def flash_attention_kernel(
                     lo, hi, seq, k_start, sk, block_table_ptr, stride_bt_b, kv_limit, k_unit,
                     v_unit, stride_kt, stride_vt, q_pos, qk_scale, task_sm_scale, window_left,
                     window_right, mask_d, offs_n, r != 1, PAGED, PAGE_SIZE, HEAD_SIZE,
-                    BLOCK_D, BLOCK_N, SOFTCAP, DOT_FP32, USE_TMA, QUANT)
+                    BLOCK_D, BLOCK_N, SOFTCAP, DOT_FP32, USE_TMA, QUANT, MULTI_PAGE)
             if QUANT != 0:  # p.v = p.v_stored * v_scale
                 acc = acc * load_scale(v_scale_ptr, kvh, kvh < NUM_KV_HEADS, QUANT, SCALE_PER_HEAD)
             out, lse = finish_softmax(acc, m_i, l_i)

@@ -96,7 +96,10 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     if p.batch == 0 or p.max_seqlen_q == 0 or p.q.shape[0] == 0:
         return []
     constexprs, options = split_config(config, backend)
-    block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, p.block_size)
+    # MULTI_PAGE: a paged tile of several whole pages (a gather: not on Ascend)
+    multi_page = (config.get("MULTI_PAGE", False) and p.paged and backend != "npu"
+                  and config["BLOCK_N"] > p.block_size)
+    block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, 0 if multi_page else p.block_size)
     gqa = p.num_heads // p.num_kv_heads
     heads = kern.heads_per_task(config, gqa, block_m)
     constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
@@ -115,7 +118,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     # H200, bench/results/h200/host_time.md), more than they save a prefill of a few hundred
     # tokens; the config's USE_TMA False turns them off for any size
     use_tma = (backend == "cuda" and q.shape[0] >= TMA_MIN_TOKENS and config.get("USE_TMA", True)
-               and _device.properties(p.device)["tma"])
+               and not multi_page and _device.properties(p.device)["tma"])
     descs = kern.tma_descriptors(k, v, p.paged, constexprs["BLOCK_N"], block_d) if use_tma else None
     k_desc, v_desc = descs or (k, v)  # unread without USE_TMA
     args = dict(
@@ -132,7 +135,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
         NUM_KV_HEADS=p.num_kv_heads, GQA=gqa, HEAD_SIZE=p.head_size,
         BLOCK_D=block_d, PAGED=p.paged, PAGE_SIZE=max(p.block_size, 1),
         HAS_SEQUSED=p.seqused_k is not None, SOFTCAP=p.softcap, RETURN_LSE=p.return_lse,
-        USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks,
+        USE_TMA=descs is not None, PERSISTENT=grid[0] < n_tasks, MULTI_PAGE=multi_page,
         **cache_constexprs(p.k.dtype, p.k_scale, backend))
     return [Launch(kern.flash_attention_kernel, grid, args, constexprs, options)]
 
@@ -165,7 +168,8 @@ def _features(p: Problem) -> dict:
     fixed, data_dependent = _tuning_key(p)
     # windows and varlen prefills of up to 2048 tokens (not paged) like smaller tiles
     short = (p.window_left >= 0 or p.max_seqlen_q <= 2048) and not p.paged
-    return {**fixed, **data_dependent, "head_block": next_pow2(p.head_size), "short_prefill": short}
+    return {**fixed, **data_dependent, "head_block": next_pow2(p.head_size), "short_prefill": short,
+            "small_pages": p.paged and p.block_size <= 32}
 
 
 def _check_values(p: Problem) -> None:

@@ -103,11 +103,11 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
                                         kc.element_size())
     _, options = split_config(config, backend)
     pl = kern.plan(d, config, backend, _device.grid_cap(p.device, cube=True), p.split_size,
-              vector_cores=_device.grid_cap(p.device, cube=False))
+                   vector_cores=_device.grid_cap(p.device, cube=False))
     ns = pl["num_splits"]
     s, h, hd = q.shape
-    # one launch: the last split of each task merges; not while a graph is being captured before
-    # the counters exist (they must be zeroed outside the graph)
+    # MERGE_LAST, one launch: the last split of each task merges; not while a graph is being
+    # captured before the counters exist (they must be zeroed outside the graph)
     arrivals = zeroed_counters.get(p.device, s * d["num_kv_heads"]) if (
         ns > 1 and _device.backend_flag(backend, "LAST_ARRIVAL") and config.get("MERGE_LAST", True)) else None
     merge_last = arrivals is not None
