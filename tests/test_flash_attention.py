@@ -233,13 +233,14 @@ def test_paged_multi_page_tiles(block_n, lens_q, lens_k, heads, kv_heads, head_s
     run_and_check(case, config={"MULTI_PAGE": True, "BLOCK_N": block_n}, **kwargs)
 
 
-@pytest.mark.parametrize("paged", [False, True])
-def test_bad_lengths_and_page_ids_stay_inside_the_tensors(paged):
+@pytest.mark.parametrize("paged,config", [(False, {}), (True, {}), (True, {"MULTI_PAGE": True, "BLOCK_N": 32})],
+                         ids=["varlen", "paged", "paged-multi-page"])
+def test_bad_lengths_and_page_ids_stay_inside_the_tensors(paged, config):
     """cu_seqlens past the tensors, seqused_k past the block table and out-of-range page ids are
     user errors: the kernel stays inside every tensor (no fault, no write outside `out`), and
     the well-formed first sequence still gets its exact result."""
     case = make_case([20, 30, 9], [40, 30, 9], 2, 1, 64, block_size=16 if paged else None, seed=5)
-    good, _ = run_and_check(case)
+    good, _ = run_and_check(case, config=config)
     good = good[:20].clone()
     q = case["q"]
     out = torch.empty(q.shape[0] + 8, *q.shape[1:], dtype=q.dtype)  # a guard band past `out`
@@ -257,8 +258,9 @@ def test_bad_lengths_and_page_ids_stay_inside_the_tensors(paged):
     else:
         kw["cu_seqlens_k"] = kw["cu_seqlens_k"].clone()
         kw["cu_seqlens_k"][2] = 10 ** 6        # past total_k
-    ascend_kernels.flash_attention(q, case["k"], case["v"], cu_seqlens_q=cu_q,
-                                   max_seqlen_q=case["max_seqlen_q"], out=out[:q.shape[0]], **kw)
+    with force_config("flash_attention", config):
+        ascend_kernels.flash_attention(q, case["k"], case["v"], cu_seqlens_q=cu_q,
+                                       max_seqlen_q=case["max_seqlen_q"], out=out[:q.shape[0]], **kw)
     assert torch.equal(out[q.shape[0]:], torch.full_like(out[q.shape[0]:], 7.0))
     assert torch.equal(out[:20], good)
 
