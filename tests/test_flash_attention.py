@@ -230,7 +230,19 @@ def test_paged_multi_page_tiles(block_n, lens_q, lens_k, heads, kv_heads, head_s
     (garbage entries past each sequence's pages are never read)."""
     case = make_case(lens_q, lens_k, heads, kv_heads, head_size, block_size=16,
                      cache_dtype=cache_dtype, per_head=True)
-    run_and_check(case, config={"MULTI_PAGE": True, "BLOCK_N": block_n}, **kwargs)
+    config = {"MULTI_PAGE": True, "BLOCK_N": block_n}
+    run_and_check(case, config=config, **kwargs)
+    # the launch took tiles of block_n // 16 pages; Ascend never does (a gather there)
+    defn = fa.flash_attention.defn
+    p = defn.prepare(case["q"], case["k"], case["v"], cu_seqlens_q=case["cu_seqlens_q"],
+                     max_seqlen_q=case["max_seqlen_q"], seqused_k=case["seqused_k"],
+                     block_table=case["block_table"], k_scale=case.get("k_scale"),
+                     v_scale=case.get("v_scale"))
+    full = {**configs.default_config("flash_attention", "cpu", defn.features(p)), **config}
+    (launch,) = defn.launches(p, full, "cpu")
+    assert launch.constexprs["MULTI_PAGE"] and launch.constexprs["BLOCK_N"] == block_n
+    (launch,) = defn.launches(p, {**full, "multibuffer": True}, "npu")
+    assert not launch.constexprs["MULTI_PAGE"] and launch.constexprs["BLOCK_N"] <= 16
 
 
 @pytest.mark.parametrize("paged,config", [(False, {}), (True, {}), (True, {"MULTI_PAGE": True, "BLOCK_N": 32})],

@@ -55,25 +55,14 @@ def _kv_tile_index(n, hi, seq, k_start, block_table_ptr, stride_bt_b, num_blocks
     times the page / token stride it is the tile's offset from the head's base (plus the row
     in the page when a tile is part of a page). A tile at or past hi (the range's end) reads
     no block-table entry and gives 0, and so does an out-of-range page id (a bad block table
-    then gives wrong numbers, never an access outside the cache)."""
+    then gives wrong numbers, never an access outside the cache). n may be a vector of keys
+    (MULTI_PAGE: the page of each row)."""
     if PAGED:
         page = tl.load(block_table_ptr + seq * stride_bt_b + n // PAGE_SIZE, mask=n < hi, other=0)
         page = tl.where((page >= 0) & (page < num_blocks), page, 0)
         return tl.cast(page, tl.int64)
     else:
         return tl.cast(k_start + n, tl.int64)
-
-
-@triton.jit
-def _kv_tile_rows(n, sk, seq, block_table_ptr, stride_bt_b, num_blocks, offs_n,
-                  PAGE_SIZE: tl.constexpr):
-    """MULTI_PAGE: int64 [BLOCK_N] page of each row of the tile starting at key n (a multiple of
-    PAGE_SIZE); rows at or past sk read no block-table entry and give page 0, and so does an
-    out-of-range page id."""
-    pos = n + offs_n
-    page = tl.load(block_table_ptr + seq * stride_bt_b + pos // PAGE_SIZE, mask=pos < sk, other=0)
-    page = tl.where((page >= 0) & (page < num_blocks), page, 0)
-    return tl.cast(page, tl.int64)
 
 
 @triton.jit
@@ -147,10 +136,11 @@ def _attend_range(acc, m_i, l_i, q, k_head, v_head, k_offs, v_offs, k_desc, v_de
     if MULTI_PAGE:  # per-row pages, read one step ahead; rows are whole pages (lo % PAGE_SIZE == 0)
         offs_d = tl.arange(0, BLOCK_D)
         in_page = offs_n % PAGE_SIZE
-        pages = _kv_tile_rows(lo, sk, seq, block_table_ptr, stride_bt_b, num_blocks, offs_n, PAGE_SIZE)
+        pages = _kv_tile_index(lo + offs_n, sk, seq, 0, block_table_ptr, stride_bt_b, num_blocks,
+                               PAGE_SIZE, True)
         for n in range(lo, hi, BLOCK_N):
-            nxt = _kv_tile_rows(n + BLOCK_N, sk, seq, block_table_ptr, stride_bt_b, num_blocks,
-                                offs_n, PAGE_SIZE)
+            nxt = _kv_tile_index(n + BLOCK_N + offs_n, sk, seq, 0, block_table_ptr, stride_bt_b,
+                                 num_blocks, PAGE_SIZE, True)
             k_rows = pages * k_unit + in_page * stride_kt
             v_rows = pages * v_unit + in_page * stride_vt
             acc, m_i, l_i = _attend(acc, m_i, l_i, q, k_head, v_head, k_rows[:, None] + offs_d[None, :],
