@@ -185,6 +185,33 @@ def test_cached_plan_rebinds_every_call(seed):
         assert torch.equal(kc2[s // 16, s % 16], key2[i]) and torch.equal(vc2[s // 16, s % 16], value2[i])
 
 
+def test_last_signature_replays_without_the_key_and_alignment_still_counts(seed, monkeypatch):
+    """A call with the last call's signature replays its plan through the plan's own check
+    (tensors' metadata in C++, no signature key is built); a tensor of the same dtype, shape and
+    strides at an address that is not 16-byte aligned does not take a plan made for an aligned
+    one (Triton specialised that kernel on the alignment)."""
+    torch.manual_seed(seed)
+    key, value, kc, vc, slots = _cache_args()
+    ak.reshape_and_cache(key, value, kc, vc, slots)
+
+    def no_key(_):
+        raise AssertionError("the signature key was built")
+    with monkeypatch.context() as m:
+        m.setattr(op, "_signature", no_key)
+        key2 = torch.randn_like(key)
+        ak.reshape_and_cache(key2, value, kc, vc, slots)
+    assert len(ak.reshape_and_cache.plans) == 1
+    buf = torch.empty(slots.numel() + 1, dtype=slots.dtype)
+    shifted = buf[1:]
+    shifted.copy_(slots.flip(0))
+    assert shifted.data_ptr() % 16 and shifted.stride() == slots.stride()
+    kc.fill_(float("nan"))
+    ak.reshape_and_cache(key2, value, kc, vc, shifted)
+    assert len(ak.reshape_and_cache.plans) == 2
+    for i, s in enumerate(shifted.tolist()):
+        assert s < 0 or torch.equal(kc[s // 16, s % 16], key2[i])
+
+
 def test_replayed_plan_makes_fresh_outputs_and_passes_given_ones_through(seed):
     """A replayed call allocates a new output when none is given (never the first call's), and
     writes and returns the one it is given; a host float scale becomes a tensor on every call."""

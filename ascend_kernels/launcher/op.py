@@ -160,6 +160,44 @@ def _signature(a):
     return (type(a), a)
 
 
+try:  # torch's C++ check of tensors' dtype, device, shape and strides (torch.compile's guards)
+    from torch._C._dynamo.guards import TensorGuards
+except ImportError:  # pragma: no cover -- a torch without it keeps the signature lookup only
+    TensorGuards = None
+
+
+def _matcher(args: tuple, kwargs: dict):
+    """`match(args, kwargs)`: whether a call has the signature of (args, kwargs), generated for
+    them: the same positions and keywords; each tensor's dtype, device, shape and strides in one
+    C++ check (any other tensor metadata it compares too, e.g. requires_grad, only makes a match
+    stricter), each 16-byte aligned address still aligned (an unaligned one matches either way:
+    a kernel specialised for it takes both); every other argument of the same type and value;
+    the same environment switches. None where torch has no TensorGuards."""
+    if TensorGuards is None:
+        return None
+    values = [(f"args[{i}]", a) for i, a in enumerate(args)] + [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+    tensors = [(e, v) for e, v in values if type(v) is torch.Tensor]
+    if any(isinstance(v, torch.Tensor) for e, v in values if type(v) is not torch.Tensor):
+        return None  # tensor subclasses: the signature lookup only
+    scope = {"switches": _switches, "SW": _switches(), "KW": set(kwargs),
+             "guard": TensorGuards(*[v for _, v in tensors],
+                                   dynamic_dims_sizes=[list(v.shape) for _, v in tensors],
+                                   dynamic_dims_strides=[list(v.stride()) for _, v in tensors])}
+    conds = [f"len(args) == {len(args)}", "kwargs.keys() == KW" if kwargs else "not kwargs",
+             f"guard.check({', '.join(e for e, _ in tensors)})"]
+    aligned = [f"{e}.data_ptr()" for e, v in tensors if v.data_ptr() & 15 == 0]
+    if aligned:
+        conds.append(f"not ({' | '.join(aligned)}) & 15")
+    for i, (e, v) in enumerate(values):
+        if type(v) is not torch.Tensor:
+            scope[f"t{i}"], scope[f"v{i}"] = type(v), v
+            conds.append(f"{e} is None" if v is None else f"type({e}) is t{i} and {e} == v{i}")
+    conds.append("switches() == SW")
+    code = "def match(args, kwargs):\n    return (" + "\n            and ".join(conds) + ")"
+    exec(code, scope)  # noqa: S102 -- argument positions and names only
+    return scope["match"]
+
+
 class _Plan:
     """What a call signature's first call found out, as one function generated for it:
     `call(args, kwargs)` rebuilds what it needs of the problem from the new call's arguments,
@@ -177,6 +215,7 @@ class _Plan:
         names = [f.name for f in dataclasses.fields(defn.problem)]
         scope = {"Problem": defn.problem, "result": defn.result, "rebased": rebased}
         self.ok = True
+        self.match = None  # set by the runner: see _matcher
         expr, fresh = {}, []
         for name, v in zip(names, validated):
             if isinstance(v, torch.Tensor) and not is_permanent(v):
@@ -195,10 +234,11 @@ class _Plan:
                 scope[f"k_{name}"] = made
                 expr[name] = f"k_{name}"
             elif isinstance(make, Output):  # a new output of the first call's shape and dtype
-                scope.update({"empty": torch.empty, f"shape_{name}": tuple(made.shape),
-                              f"dtype_{name}": made.dtype, f"device_{name}": made.device})
-                lines.append((f"    new_{name} = empty(shape_{name}, dtype=dtype_{name}, "
-                              f"device=device_{name})", False))
+                # empty_like of a one-element template expanded to the shape: fewer arguments to
+                # parse than torch.empty(shape, dtype=, device=) (docs/design.md has the figures)
+                scope.update({"empty_like": torch.empty_like, "contiguous": torch.contiguous_format,
+                              f"like_{name}": torch.empty((), dtype=made.dtype, device=made.device).expand(made.shape)})
+                lines.append((f"    new_{name} = empty_like(like_{name}, memory_format=contiguous)", False))
                 expr[name] = f"new_{name}"
             else:
                 scope[f"fresh_{name}"] = make
@@ -286,6 +326,7 @@ class Runner:
     def __init__(self, defn: OpDef):
         self.defn = defn
         self.plans: dict = {}
+        self.last = None  # the plan of the last call, tried first through its `match`
         self.generation = autotune.generation
         self.op_field_names = [f.name for f in op_fields(defn.problem)]
         self.custom_op = self._make_custom_op()
@@ -327,6 +368,9 @@ class Runner:
             p = defn.prepare(*args, **kwargs)
             self.custom_op(*[getattr(p, n) for n in self.op_field_names])
             return defn.result(p)
+        plan = self.last
+        if plan is not None and plan.match(args, kwargs) and self.generation == autotune.generation:
+            return plan.call(args, kwargs)
         try:
             key = (tuple(map(_signature, args)),
                    tuple([(k, _signature(v)) for k, v in kwargs.items()]) if kwargs else (),
@@ -335,6 +379,7 @@ class Runner:
         except TypeError:  # an unhashable argument: validation will name it
             key = plan = None
         if plan is not None:
+            self.last = plan if plan.match is not None else None
             return plan.call(args, kwargs)
         return self._first_call(key, args, kwargs)
 
@@ -354,6 +399,8 @@ class Runner:
                     self.plans.clear()
                     self.generation = autotune.generation
                 self.plans[key] = plan
+                plan.match = _matcher(args, kwargs)
+                self.last = plan if plan.match is not None else None
         return defn.result(p)
 
 
