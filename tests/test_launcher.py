@@ -212,6 +212,27 @@ def test_last_signature_replays_without_the_key_and_alignment_still_counts(seed,
         assert s < 0 or torch.equal(kc[s // 16, s % 16], key2[i])
 
 
+def test_without_tensor_guards_plans_replay_through_the_signature_key(seed, monkeypatch):
+    """A torch without the C++ tensor check: no plan has a `match`, and a repeated call still
+    replays its plan, found by its signature key."""
+    monkeypatch.setattr(op, "TensorGuards", None)
+    autotune.reset()
+    torch.manual_seed(seed)
+    key, value, kc, vc, slots = _cache_args()
+    ak.reshape_and_cache(key, value, kc, vc, slots)
+
+    def no_first_call(*_):
+        raise AssertionError("the call did not replay a plan")
+    key2 = torch.randn_like(key)
+    with monkeypatch.context() as m:
+        m.setattr(ak.reshape_and_cache, "_first_call", no_first_call)
+        ak.reshape_and_cache(key2, value, kc, vc, slots)
+    (plan,) = ak.reshape_and_cache.plans.values()
+    assert plan.match is None and ak.reshape_and_cache.last is None
+    for i, s in enumerate(slots.tolist()):
+        assert s < 0 or torch.equal(kc[s // 16, s % 16], key2[i])
+
+
 def test_replayed_plan_makes_fresh_outputs_and_passes_given_ones_through(seed):
     """A replayed call allocates a new output when none is given (never the first call's), and
     writes and returns the one it is given; a host float scale becomes a tensor on every call."""

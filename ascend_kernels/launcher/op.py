@@ -172,17 +172,19 @@ def _matcher(args: tuple, kwargs: dict):
     C++ check (any other tensor metadata it compares too, e.g. requires_grad, only makes a match
     stricter), each 16-byte aligned address still aligned (an unaligned one matches either way:
     a kernel specialised for it takes both); every other argument of the same type and value;
-    the same environment switches. None where torch has no TensorGuards."""
+    the same environment switches. None where torch has no TensorGuards of this form."""
     if TensorGuards is None:
         return None
     values = [(f"args[{i}]", a) for i, a in enumerate(args)] + [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
     tensors = [(e, v) for e, v in values if type(v) is torch.Tensor]
     if any(isinstance(v, torch.Tensor) for e, v in values if type(v) is not torch.Tensor):
         return None  # tensor subclasses: the signature lookup only
-    scope = {"switches": _switches, "SW": _switches(), "KW": set(kwargs),
-             "guard": TensorGuards(*[v for _, v in tensors],
-                                   dynamic_dims_sizes=[list(v.shape) for _, v in tensors],
-                                   dynamic_dims_strides=[list(v.stride()) for _, v in tensors])}
+    try:
+        guard = TensorGuards(*[v for _, v in tensors], dynamic_dims_sizes=[list(v.shape) for _, v in tensors],
+                             dynamic_dims_strides=[list(v.stride()) for _, v in tensors])
+    except (TypeError, SystemError):  # a torch whose constructor differs (private API): no match
+        return None
+    scope = {"switches": _switches, "SW": _switches(), "KW": set(kwargs), "guard": guard}
     conds = [f"len(args) == {len(args)}", "kwargs.keys() == KW" if kwargs else "not kwargs",
              f"guard.check({', '.join(e for e, _ in tensors)})"]
     aligned = [f"{e}.data_ptr()" for e, v in tensors if v.data_ptr() & 15 == 0]
