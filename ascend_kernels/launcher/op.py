@@ -209,7 +209,9 @@ class _Plan:
     A fresh field whose maker returned the argument itself on the first call (an `out` given, a
     tensor scale) is taken from the argument, and the problem is built only when a fresh field,
     the fallback or the result needs it. So a fresh maker either passes its field through or
-    makes a new value, and which of the two follows from the call's signature alone."""
+    makes a new value, and which of the two follows from the call's signature alone.
+    `match(args, kwargs)` says whether a call has this signature (see _matcher; None where it
+    cannot be made)."""
 
     def __init__(self, defn: OpDef, validated: list, p: Any, args: tuple, kwargs: dict, path: tuple):
         where = {id(a): f"args[{i}]" for i, a in enumerate(args)}
@@ -217,7 +219,6 @@ class _Plan:
         names = [f.name for f in dataclasses.fields(defn.problem)]
         scope = {"Problem": defn.problem, "result": defn.result, "rebased": rebased}
         self.ok = True
-        self.match = None  # set by the runner: see _matcher
         expr, fresh = {}, []
         for name, v in zip(names, validated):
             if isinstance(v, torch.Tensor) and not is_permanent(v):
@@ -275,6 +276,7 @@ class _Plan:
         exec(code, scope)  # noqa: S102 -- our own field names only
         self.call = scope["call"]
         self.code = code
+        self.match = _matcher(args, kwargs) if self.ok else None
 
     @staticmethod
     def _launch_lines(path: tuple, expr: dict, scope: dict) -> list:
@@ -401,7 +403,6 @@ class Runner:
                     self.plans.clear()
                     self.generation = autotune.generation
                 self.plans[key] = plan
-                plan.match = _matcher(args, kwargs)
                 self.last = plan if plan.match is not None else None
         return defn.result(p)
 
