@@ -304,3 +304,32 @@ def test_check_ops_prunes_the_launchers_search_space(monkeypatch, tmp_path, caps
     assert "2 cases, 1 failing" in capsys.readouterr().out
     text = report.read_text()
     assert "toy_check" in text and "FAIL: UB" in text and "docs/ascend_check.md" in text
+    # a failing case of a config the launcher never runs fails the command only with --strict
+    monkeypatch.setattr(_configs, "default_config", lambda op, backend, features: dict(good))
+    assert cli.main(["check", "--op", "toy_check", "--quiet", "--out", str(report)]) == 0
+    assert cli.main(["check", "--op", "toy_check", "--quiet", "--strict", "--out", str(report)]) == 1
+
+
+@needs_adapter
+@pytest.mark.parametrize("shape", [
+    dict(batch=2, seqlen=24, heads=4, kv_heads=2, head_size=32),                           # small head: M x N bound
+    dict(batch=1, seqlen=40, heads=3, kv_heads=1, head_size=64, softcap=30.0, window=16),  # softcap temporaries
+    dict(batch=2, seqlen=8, context=40, heads=8, kv_heads=2, head_size=128, block_size=16,
+         cache_dtype="int8"),                                                              # paged int8: M x D bound
+    dict(batch=1, seqlen=20, heads=2, kv_heads=1, head_size=256, softcap=20.0),
+], ids=["d32", "d64-softcap-window", "d128-paged-int8", "d256-softcap"])
+def test_flash_tiles_fit_the_unified_buffer_as_lowered(shape):
+    """The host's estimate (kernels/flash_attention.npu_ub_bytes) bounds the check's UB figure of
+    the lowered kernel, so the tiles the op launches on Ascend pass: for the largest config of
+    the search space (the op shrinks it) and a small one (launched as it is)."""
+    from ascend_kernels.kernels import flash_attention as fa_kern
+
+    for tile, multibuffer in ((128, False), (16, True)):
+        config = {"BLOCK_M": tile, "BLOCK_N": max(tile, 32), "multibuffer": multibuffer, "IO_BLOCKS": True,
+                  "grid_programs_per_core": 1}
+        (case,) = ac_cases.op_cases("flash_attention", dict(shape, dtype="bfloat16"), config)
+        c = case.constexprs
+        r = ac.check_case(case, timeout=120)
+        estimate = fa_kern.npu_ub_bytes(c["BLOCK_M"], c["BLOCK_N"], c["BLOCK_D"], c["SOFTCAP"] > 0, c["QUANT"] != 0)
+        assert r.lowered and r.passed, (config, r.failures or r.error)
+        assert r.ub_used <= estimate <= fa_kern.NPU_UB_BYTES, (c["BLOCK_M"], c["BLOCK_N"], r.ub_used, estimate)

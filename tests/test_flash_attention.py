@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import ascend_kernels
+from ascend_kernels.backends.npu import UB_BYTES as NPU_UB_BYTES
 from ascend_kernels.launcher import configs
 from ascend_kernels.launcher.op import force_config
 from ascend_kernels.kernels import flash_attention as fa_kern
@@ -586,14 +587,17 @@ def test_gpu_quantized_cache(cache_dtype, per_head):
     run_and_check(case, sliding_window=64, softcap=20.0, config={"HEADS_PER_TASK": 8})
 
 
-@pytest.mark.parametrize("head_size", [64, 128, 256])
-@pytest.mark.parametrize("multibuffer", [True, False])
-def test_npu_tiles_shrink_to_fit_the_unified_buffer(head_size, multibuffer):
-    """Every Ascend config, whatever the head size, launches tiles whose estimated step fits."""
+@pytest.mark.parametrize("head_size", [16, 64, 128, 256])
+@pytest.mark.parametrize("softcap,quantized", [(False, False), (True, False), (False, True)])
+def test_npu_tiles_shrink_to_fit_the_unified_buffer(head_size, softcap, quantized):
+    """Every Ascend config, whatever the head size, launches tiles whose estimated unified-buffer
+    use fits (tests/test_ascend_check.py checks the estimate against lowered kernels)."""
     for config in configs.search_space("flash_attention", "npu"):
-        config = dict(config, multibuffer=multibuffer)
-        m, n = fa_kern.tiles("npu", config, head_size, 0)
+        m, n = fa_kern.tiles("npu", config, head_size, 0, softcap, quantized)
         assert 16 <= m <= config["BLOCK_M"] and 16 <= n <= config["BLOCK_N"]
-        assert fa_kern.npu_step_bytes(m, n, head_size, multibuffer) <= fa_kern.NPU_UB_BUDGET
-        assert fa_kern.tiles("cuda", config, head_size, 0) == (config["BLOCK_M"], config["BLOCK_N"])
+        assert fa_kern.npu_ub_bytes(m, n, max(16, head_size), softcap, quantized) <= NPU_UB_BYTES
+        if (m, n) != (config["BLOCK_M"], config["BLOCK_N"]):  # halved only when the config did not fit
+            assert fa_kern.npu_ub_bytes(config["BLOCK_M"], config["BLOCK_N"], max(16, head_size), softcap,
+                                        quantized) > NPU_UB_BYTES
+        assert fa_kern.tiles("cuda", config, head_size, 0, softcap, quantized) == (config["BLOCK_M"], config["BLOCK_N"])
     assert fa_kern.tiles("npu", {"BLOCK_M": 64, "BLOCK_N": 128}, 64, 32)[1] <= 32  # one page at most

@@ -353,31 +353,30 @@ def flash_attention_kernel(
 # Launch geometry (host side): the tiles of a launch, the heads a task packs, and the CUDA
 # tensor descriptors over K/V.
 
-def npu_step_bytes(block_m: int, block_n: int, block_d: int, multibuffer: bool) -> float:
-    """The Ascend compile check's unified-buffer estimate for one KV step, fitted on its reports
-    (bench/results/ascend_check.md): q (fp16) and acc (fp32) per BLOCK_M x D, the K/V staging
-    buffers and their fp32 copies per BLOCK_N x D, scores and probabilities per BLOCK_M x
-    BLOCK_N; multibuffer double-buffers what the loop loads."""
-    if multibuffer:
-        return 8.2 * block_m * block_d + 30.0 * block_n * block_d + 7.9 * block_m * block_n
-    return 6.2 * block_m * block_d + 18.0 * block_n * block_d + 7.9 * block_m * block_n
+def npu_ub_bytes(block_m: int, block_n: int, block_d: int, softcap: bool, quantized: bool) -> int:
+    """An upper bound of the Ascend compile check's unified-buffer figure for a launch's tiles,
+    fitted on about 1000 lowered cases (head sizes 16-256, GQA 1-8, varlen and paged, int8,
+    softcap, window, lse; bench/results/ascend_check_ub_fit.md): the larger of the score phase
+    (6 B per M x D element: the accumulator; 38 B per M x N: scores, probabilities, masks) and the
+    output phase (18 B per M x D, 26 per M x N), plus softcap's tanh temporaries (16 B per M x N)
+    and an int8 tile's converted copy (4 B per N x D). Q/K/V tiles that only feed the matmuls
+    stay in L1, so multibuffer does not change it."""
+    md, mn = block_m * block_d, block_m * block_n
+    return (max(6 * md + 38 * mn, 18 * md + 26 * mn) + (16 * mn if softcap else 0)
+            + (4 * block_n * block_d if quantized else 0))
 
 
-# under the 192 KB unified buffer by the fitted estimate's largest miss (~18 KB)
-NPU_UB_BUDGET = NPU_UB_BYTES - 20 * 1024
-
-
-def tiles(backend: str, config: dict, head_size: int, block_size: int) -> tuple[int, int]:
+def tiles(backend: str, config: dict, head_size: int, block_size: int, softcap: bool = False,
+          quantized: bool = False) -> tuple[int, int]:
     """(BLOCK_M, BLOCK_N) of a launch. A paged tile is one page or a slice of one. On Ascend the
-    config's tiles are upper bounds: the larger one is halved until a step fits the unified
+    config's tiles are upper bounds: the larger one is halved until the launch fits the unified
     buffer, so one search space serves every head size (the compile check confirms the fit)."""
     block_m, block_n = config["BLOCK_M"], config["BLOCK_N"]
     if block_size:
         block_n = min(block_n, block_size)
     if backend == "npu":
         block_d = max(16, next_pow2(head_size))
-        multibuffer = config.get("multibuffer", True)  # on by default in triton-ascend
-        while (npu_step_bytes(block_m, block_n, block_d, multibuffer) > NPU_UB_BUDGET
+        while (npu_ub_bytes(block_m, block_n, block_d, softcap, quantized) > NPU_UB_BYTES
                and max(block_m, block_n) > 16):
             if block_n >= block_m:
                 block_n //= 2

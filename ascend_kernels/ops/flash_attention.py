@@ -99,7 +99,8 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     # MULTI_PAGE: a paged tile of several whole pages (a gather: not on Ascend)
     multi_page = (config.get("MULTI_PAGE", False) and p.paged and backend != "npu"
                   and config["BLOCK_N"] > p.block_size)
-    block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, 0 if multi_page else p.block_size)
+    block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, 0 if multi_page else p.block_size,
+                                                  p.softcap > 0, p.k.dtype != p.q.dtype)
     gqa = p.num_heads // p.num_kv_heads
     heads = kern.heads_per_task(config, gqa, block_m)
     constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
