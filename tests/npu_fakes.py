@@ -138,16 +138,35 @@ class FakeTorchNpu(types.ModuleType):
                                         block_table=None, num_heads=1, scale=1.0,
                                         pre_tokens=INT_MAX, next_tokens=INT_MAX, input_layout="BSH",
                                         num_key_value_heads=0, sparse_mode=0, inner_precise=0,
-                                        block_size=0, softmax_lse_flag=False, **unused):
+                                        block_size=0, softmax_lse_flag=False, key_antiquant_scale=None,
+                                        value_antiquant_scale=None, key_antiquant_mode=0,
+                                        value_antiquant_mode=0, **unused):
         self.calls.append("npu_fused_infer_attention_score")
         self.args = dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                         layout=input_layout, paged=block_table is not None)
+                         layout=input_layout, paged=block_table is not None,
+                         antiquant_mode=key_antiquant_mode if key_antiquant_scale is not None else None)
         need(not unused, f"arguments this fake does not model: {sorted(unused)}")
         need(self.family in ("A2", "A3"), "FIA: A2/A3")
         for n, t in (("query", query), ("key", key), ("value", value)):
             self._dev(t, n)
             need(t.is_contiguous(), f"FIA: {n} must be contiguous")
-        need(query.dtype in HALF and key.dtype == value.dtype == query.dtype, "FIA: fp16/bf16 q with k/v alike")
+        int8_kv = key.dtype == torch.int8
+        need(query.dtype in HALF and key.dtype == value.dtype and (key.dtype == query.dtype or int8_kv),
+             "FIA: fp16/bf16 q with k/v alike, or int8 k/v (antiquant)")
+        if int8_kv:  # FIA72/FIA kv伪量化参数分离: the per-tensor and per-tensor + per-head rows
+            need(self.rel >= (7, 2, 0), "FIA71: no per-tensor / per-head KV antiquant table before 7.2.0")
+            need(key_antiquant_scale is not None and value_antiquant_scale is not None,
+                 "FIA: int8 K/V need key/value_antiquant_scale (both or neither)")
+            need(key_antiquant_mode == value_antiquant_mode and key_antiquant_mode in (0, 2),
+                 "FIA: one antiquant mode for key and value; this fake models 0 (per tensor) and 2 (per head)")
+            want = (1,) if key_antiquant_mode == 0 else ((num_key_value_heads or num_heads),)
+            for n, t in (("key_antiquant_scale", key_antiquant_scale), ("value_antiquant_scale", value_antiquant_scale)):
+                self._dev(t, n)
+                need(t.shape == want and t.dtype == query.dtype,
+                     f"FIA: {n} of shape {want} in the query's dtype (mode {key_antiquant_mode})")
+        else:
+            need(key_antiquant_scale is None and value_antiquant_scale is None,
+                 "antiquant scales with fp16/bf16 K/V: not this fake's model")
         kvh = num_key_value_heads or num_heads
         need(num_heads % kvh == 0 and num_heads // kvh <= 64, "FIA: num_key_value_heads divides num_heads, ratio <= 64")
         need(num_heads <= 256, "FIA: N <= 256")
@@ -158,12 +177,14 @@ class FakeTorchNpu(types.ModuleType):
         if paged:
             self._dev(block_table, "block_table")
             need(block_table.dtype == torch.int32 and block_table.dim() == 2, "FIA: block_table int32, 2-D")
-            need(0 < block_size <= 512 and block_size % 16 == 0, "FIA (Q_S=1 page attention): block_size 16-aligned, <= 512")
+            need(0 < block_size <= 512 and block_size % (32 if int8_kv else 16) == 0,
+                 "FIA (Q_S=1 page attention): block_size <= 512, 16-aligned (fp16/bf16), 32-aligned (int8)")
             need(key.dim() == 3 and key.shape[1] == block_size and key.shape == value.shape,
                  "FIA: paged key/value (blocknum, blocksize, H), one shape")
             need(key.shape[2] <= 65535, "FIA: KV_N * D <= 65535 in (blocknum, blocksize, H)")
             need(actual_seq_lengths_kv is not None, "FIA: page attention needs actual_seq_lengths_kv")
         if input_layout == "TND":
+            need(not int8_kv, "FIA: page attention takes no antiquant at Q_S > 1")
             return self._tnd(query, key, value, atten_mask, actual_seq_lengths, actual_seq_lengths_kv,
                              block_table, num_heads, kvh, scale, pre_tokens, next_tokens,
                              sparse_mode, block_size, softmax_lse_flag)
@@ -172,9 +193,13 @@ class FakeTorchNpu(types.ModuleType):
         b, _, h = query.shape
         d = h // num_heads
         need(d <= 512, "FIA (Q_S=1): D <= 512")
+        need(b <= 65536, "FIA (Q_S=1): B <= 65536")
         need(len(actual_seq_lengths_kv) == b and block_table.shape[0] == b, "FIA: one kv length and table row per batch")
         lens = torch.tensor(actual_seq_lengths_kv)
         need(bool((lens > 0).all()), "context length 0: undocumented, must not be relied on")
+        need(int(lens.max()) <= 262144, "FIA (Q_S=1): S <= 262144")
+        need(key.shape[0] >= int(((lens + block_size - 1) // block_size).sum()),
+             "FIA (page attention): blocknum >= the sum of every batch's block count")
         need(bool((lens <= block_table.shape[1] * block_size).all()), "FIA: block_table second dim >= maxBlockNumPerSeq")
         used = torch.arange(block_table.shape[1])[None, :] < ((lens + block_size - 1) // block_size)[:, None]
         need(bool(((block_table[used] >= 0) & (block_table[used] < key.shape[0])).all()),
@@ -182,7 +207,8 @@ class FakeTorchNpu(types.ModuleType):
         kc = key.view(key.shape[0], block_size, kvh, d)
         vc = value.view(value.shape[0], block_size, kvh, d)
         # FIA: sparse_mode / pre_tokens / next_tokens are ignored when Q_S is 1
-        o = ref_paged(query.view(b, num_heads, d), kc, vc, block_table, lens.to(query.device), scale)
+        scales = dict(k_scale=key_antiquant_scale.float(), v_scale=value_antiquant_scale.float()) if int8_kv else {}
+        o = ref_paged(query.view(b, num_heads, d), kc, vc, block_table, lens.to(query.device), scale, **scales)
         return o.to(query.dtype).view(b, 1, h), torch.zeros(1)
 
     def _tnd(self, query, key, value, mask, seq_q, seq_kv, block_table, nh, kvh, scale, pre, nxt,

@@ -434,20 +434,85 @@ def test_rac_int8_per_head_scales_through_atb(npu, gen):
     assert fake.calls == ["_npu_reshape_and_cache"]
 
 
-@pytest.mark.parametrize("per_head", [False, True])
-def test_pa_int8_cache_takes_the_reference_with_reason(npu, gen, per_head):
-    """Neither torch_npu contract is clear for int8 caches (see fallback_atb/paged_attention.py):
-    the dequantizing reference runs on the device, and no torch_npu operator is called."""
-    fake = npu()
-    q, kc, vc, bt, lens = _pa_case(gen, torch.bfloat16, 128, 128, [130, 0, 7])
+def _pa_int8_case(gen, per_head, block_size=128, lens=(130, 0, 7)):
+    q, kc, vc, bt, lens = _pa_case(gen, torch.bfloat16, block_size, 128, list(lens))
     kq = torch.randint(-128, 128, kc.shape, generator=gen, dtype=torch.int8)
     vq = torch.randint(-128, 128, vc.shape, generator=gen, dtype=torch.int8)
     n = kc.shape[2] if per_head else 1
     scales = dict(k_scale=0.01 + 0.02 * torch.rand(n, generator=gen), v_scale=0.01 + 0.02 * torch.rand(n, generator=gen))
-    path, reason = pa.route(q, kq, vq, bt, lens, **scales)
-    assert path == "reference" and "int8 cache" in reason
+    return (q, kq, vq, bt, lens), scales
+
+
+def _pa_int8_check(case, scales):
+    q, kq, vq, bt, lens = case
     out = poison_like(q)
     pa.paged_attention(q, kq, vq, bt, lens, out, scale=0.08, **scales)
     expect = ref_pa(q, kq, vq, bt, lens, 0.08, compute_dtype=torch.float64, **scales)
     torch.testing.assert_close(out.double(), expect, atol=2e-2, rtol=2e-2)
+
+
+@pytest.mark.parametrize("per_head", [False, True])
+def test_pa_int8_cache_through_fia_antiquant(npu, gen, per_head):
+    """int8 caches go to FIA with KV-separated antiquant scales in the query's dtype: mode 0,
+    shape (1,) per tensor; mode 2, shape (KV_N,) per kv head."""
+    fake = npu()
+    case, scales = _pa_int8_case(gen, per_head)
+    path, reason = pa.route(*case, **scales)
+    assert path == pa.FIA and "no dequant inputs" in reason
+    _pa_int8_check(case, scales)
+    assert fake.calls == [pa.FIA] and fake.args["antiquant_mode"] == (2 if per_head else 0)
+
+
+@pytest.mark.parametrize("what", ["release 7.1.0", "pages of 16", "mixed scales", "310P"])
+def test_pa_int8_cache_takes_the_reference_with_reason(npu, gen, what):
+    fake = npu(version="2.6.0" if what == "release 7.1.0" else NEW, soc="Ascend310P3" if what == "310P" else A2)
+    case, scales = _pa_int8_case(gen, False, block_size=16 if what == "pages of 16" else 128)
+    if what == "mixed scales":
+        scales["v_scale"] = scales["v_scale"].expand(case[1].shape[2]).clone()
+    path, reason = pa.route(*case, **scales)
+    expect = {"release 7.1.0": "7.2.0", "pages of 16": "multiple of 32", "mixed scales": "different shapes",
+              "310P": "A2/A3"}[what]
+    assert path == "reference" and "int8 cache" in reason and expect in reason, reason
+    _pa_int8_check(case, scales)
     assert fake.calls == []
+
+
+def test_pa_fia_host_limits_take_the_reference(npu, gen):
+    """Sequences sharing blocks (prefix caching) can need more blocks than the cache holds, which
+    FIA's page attention forbids: such a call takes the reference."""
+    fake = npu(atb=False)
+    _pa_check(*_pa_case(gen, torch.bfloat16, 16, 64, [40, 3]))  # within the limits: FIA
+    assert fake.calls == [pa.ATB_PA, pa.FIA]
+    q, kc, vc, bt, lens = _pa_case(gen, torch.bfloat16, 16, 64, [40, 40])
+    bt[1] = bt[0]  # both sequences read the same 3 blocks: 6 > the 5 blocks of the cache
+    kc, vc = kc[:5].contiguous(), vc[:5].contiguous()
+    fake.calls.clear()
+    _pa_check(q, kc, vc, bt.clamp(max=4), lens)
+    assert fake.calls == []
+
+
+def test_fake_fia_rejects_antiquant_contract_violations(npu, gen):
+    fake = npu()
+    (q, kq, vq, bt, lens), _ = _pa_int8_case(gen, False, lens=(130, 7))
+    b, n, d = q.shape
+    args = dict(actual_seq_lengths_kv=lens.tolist(), num_heads=n, num_key_value_heads=2, scale=0.1,
+                input_layout="BSH", block_table=bt.clamp(max=kq.shape[0] - 1), block_size=128)
+    qs, ks, vs = q.reshape(b, 1, n * d), kq.view(kq.shape[0], 128, -1), vq.view(vq.shape[0], 128, -1)
+    one = torch.tensor([0.02], dtype=q.dtype)
+    fake.npu_fused_infer_attention_score(qs, ks, vs, **args, key_antiquant_scale=one, value_antiquant_scale=one)
+    bad = [(dict(key_antiquant_scale=one), "both or neither"),
+           (dict(key_antiquant_scale=one.float(), value_antiquant_scale=one.float()), "query's dtype"),
+           (dict(key_antiquant_scale=one, value_antiquant_scale=one, key_antiquant_mode=2, value_antiquant_mode=2),
+            "shape"),
+           (dict(key_antiquant_scale=one, value_antiquant_scale=one, value_antiquant_mode=2), "one antiquant mode"),
+           (dict(), "both or neither")]
+    for kw, match in bad:
+        with pytest.raises(ContractError, match=match):
+            fake.npu_fused_infer_attention_score(qs, ks, vs, **args, **kw)
+    with pytest.raises(ContractError, match="32-aligned"):
+        fake.npu_fused_infer_attention_score(qs, ks.reshape(-1, 16, ks.shape[2]), vs.reshape(-1, 16, vs.shape[2]),
+                                             **{**args, "block_size": 16, "block_table": torch.zeros(b, 9, dtype=I32)},
+                                             key_antiquant_scale=one, value_antiquant_scale=one)
+    with pytest.raises(ContractError, match="sum of every batch"):
+        fake.npu_fused_infer_attention_score(qs, ks[:1], vs[:1], **{**args, "block_table": torch.zeros(b, 2, dtype=I32)},
+                                             key_antiquant_scale=one, value_antiquant_scale=one)

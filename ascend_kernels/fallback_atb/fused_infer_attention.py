@@ -19,19 +19,22 @@ from . import _npu
 INT_MAX = 2147483647
 MASK_SIZE = 2048
 MAX_BATCH_TND = 4096
+MAX_BATCH_DECODE, MAX_KV_LEN_DECODE = 65536, 262144  # D26 Q_S=1: B <= 65536, S <= 262144
 _masks: dict = {}
 
 
 def npu_fused_infer_attention_score_reason(layout: str, query, key, *, num_kv_heads: int,
                                            block_size: int = 0, sparse_mode: int = 0,
                                            seq_q: Optional[Sequence[int]] = None,
-                                           seq_kv: Optional[Sequence[int]] = None) -> Optional[str]:
+                                           seq_kv: Optional[Sequence[int]] = None,
+                                           kv_int8: bool = False) -> Optional[str]:
     """None when FIA takes the call, else the limit it breaks (one line).
 
     Arguments in this library's layouts, before translation: query [T, N, D] (TND) or
     [B, N, D] (BSH decode, one token per sequence); key [T_k, N_kv, D] (varlen) or a paged cache
     [num_blocks, block_size, N_kv, D] with block_size > 0. seq_q / seq_kv: per-sequence lengths
-    on the host, when known (value rules are checked only then). FIA rejects non-contiguous
+    on the host, when known (value rules are checked only then). kv_int8: an int8 paged cache
+    read through FIA's KV-separated antiquant scales (BSH decode only). FIA rejects non-contiguous
     inputs (D26, query/key/value); the wrappers copy q and varlen k/v (T rows), so only a paged
     cache, which would be copied whole, must already be contiguous.
     """
@@ -41,8 +44,15 @@ def npu_fused_infer_attention_score_reason(layout: str, query, key, *, num_kv_he
     dtype = query.dtype
     if family not in ("A2", "A3"):
         return f"SoC {family}: FIA is documented here for A2/A3 only (D26 product table)"
-    if dtype not in (torch.float16, torch.bfloat16) or key.dtype != dtype:
+    if dtype not in (torch.float16, torch.bfloat16) or key.dtype != (torch.int8 if kv_int8 else dtype):
         return f"dtypes {dtype}/{key.dtype}: FIA takes fp16/bf16 query with k/v of the same dtype (D26 query/key)"
+    if kv_int8 and (layout != "BSH" or block_size <= 0):
+        return "int8 K/V: FIA's page attention takes antiquant at one query token only (D26 Q_S>1 page attention)"
+    if kv_int8 and rel < (7, 2, 0):
+        return (f"torch_npu release {_npu.release_name(rel)}: FIA's per-tensor / per-head antiquant scales "
+                "are tabled from 7.2.0 on (D72 kv伪量化参数分离)")
+    if layout == "BSH" and query.shape[0] > MAX_BATCH_DECODE:
+        return f"batch {query.shape[0]}: FIA at one query token takes B <= {MAX_BATCH_DECODE} (D26 Q_S=1)"
     if num_heads % num_kv_heads or num_heads // num_kv_heads > 64:
         return f"{num_heads} heads over {num_kv_heads} kv heads: FIA needs a divisor, ratio <= 64 (D26 num_key_value_heads)"
     if num_heads > 256:
@@ -53,8 +63,10 @@ def npu_fused_infer_attention_score_reason(layout: str, query, key, *, num_kv_he
     if paged:
         if not key.is_contiguous():
             return "strided paged cache: FIA needs contiguous key/value (a copy would be the whole cache)"
-        if block_size % 16 or block_size > 512:
-            return f"block_size {block_size}: FIA page attention needs a multiple of 16, at most 512 (D26 Q_S=1 page attention)"
+        align = 32 if kv_int8 else 16
+        if block_size % align or block_size > 512:
+            return (f"block_size {block_size}: FIA page attention needs a multiple of {align} for "
+                    f"{'int8' if kv_int8 else 'fp16/bf16'} K/V, at most 512 (D26 Q_S=1 page attention)")
         if num_kv_heads * head_size > 65535:
             return f"N_kv*D {num_kv_heads * head_size}: FIA's (blocknum, blocksize, H) cache needs H <= 65535 (D26 page attention)"
     if layout == "TND":

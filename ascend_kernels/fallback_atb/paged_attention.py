@@ -12,13 +12,20 @@ Paths, in order (`route(...)` names the one a call takes, with the reason):
 When ATB's library is missing the first _npu_paged_attention call raises OSError; that call and
 every later one take the next path, with the reason (see _npu.py).
 
-int8 caches (k_scale/v_scale) take the reference, dequantized on the device, because neither
-contract is clear enough to call: torch_npu's _npu_paged_attention has no dequant inputs
+int8 caches (k_scale/v_scale) go to FIA: torch_npu's _npu_paged_attention has no dequant inputs
 (op_plugin_functions.yaml: query, key_cache, value_cache, num_kv_heads, num_heads, scale_value,
-block_table, context_lens, out), and FIA's KV-separated antiquant (key_antiquant_scale /
-value_antiquant_scale with key_antiquant_mode 0 = per tensor, 2 = per tensor + per head) lists
-modes 0-5 for Q_S = 1 on A2/A3 but tables the scale shapes and dtypes ((1) / (N), query's
-dtype) for the 950 series only (FIA docs, "KV伪量化分离参数" and the Q_S = 1 constraints, 26.1.0).
+block_table, context_lens, out), while FIA's KV-separated antiquant tables, from 7.2.0 on and for
+A2/A3 with int8 K/V, per-tensor scales of shape (1,) (key_antiquant_mode 0) and per-tensor +
+per-head scales of shape (KV_N,) (mode 2), both in the query's dtype, the key's and the value's of
+one shape and mode (FIA docs, "kv伪量化参数分离", D72 and 26.1.0). The scales are rounded to the
+query's dtype on the way (bf16: a relative change of at most 2^-8). Page attention takes int8
+K/V in pages that are multiples of 32 (D26 Q_S=1 page attention). Other quantized caches take
+the reference, dequantized on the device.
+
+FIA's decode limits that depend on the host lengths: B <= 65536, S <= 262144, and a cache of at
+least as many blocks as the sequences' block counts add up to ("blocknum不能小于...每个batch的block
+数量之和", D26 Q_S=1 page attention; shared prefix blocks count once per sequence there). A call
+outside them takes the reference.
 
 Both torch_npu calls take the context lengths on the HOST: seq_lens_host when given, otherwise
 a copy of seq_lens (a device->host sync, the documented cost of not passing it). Lengths are
@@ -35,7 +42,7 @@ import torch
 
 from ..reference.paged_attention import paged_attention as _reference
 from . import _npu
-from .fused_infer_attention import npu_fused_infer_attention_score_reason
+from .fused_infer_attention import MAX_KV_LEN_DECODE, npu_fused_infer_attention_score_reason
 
 ATB_PA = "_npu_paged_attention"
 FIA = "npu_fused_infer_attention_score"
@@ -82,15 +89,23 @@ def route(query, key_cache, value_cache, block_table, seq_lens, out=None, *, sca
           block_table_host=None, k_scale=None, v_scale=None) -> tuple[str, str]:
     """(path, reason) that paged_attention(...) takes for these arguments. `out` never decides:
     a strided `out` gets a contiguous buffer in between."""
-    if k_scale is not None:
-        return "reference", ("int8 cache: _npu_paged_attention has no dequant inputs, and FIA's "
-                             "antiquant scale shapes are documented for the 950 series only")
     if softcap and softcap > 0:
         return "reference", "softcap: neither ATB PagedAttention nor FIA has logit softcapping"
     if alibi_slopes is not None:
         return "reference", "alibi_slopes: _npu_paged_attention runs without a mask, FIA decode has no ALiBi"
     if sliding_window and sliding_window > 0:
         return "reference", "sliding_window: FIA ignores pre_tokens at one query token, ATB has no window"
+    if k_scale is not None:
+        if key_cache.dtype != torch.int8:
+            return "reference", f"{key_cache.dtype} cache: FIA's KV antiquant takes int8 codes"
+        if k_scale.numel() != v_scale.numel():
+            return "reference", ("int8 cache with k_scale and v_scale of different shapes: FIA's "
+                                 "antiquant scales must match (kv伪量化参数分离)")
+        fia = npu_fused_infer_attention_score_reason("BSH", query, key_cache, num_kv_heads=key_cache.shape[2],
+                                                     block_size=key_cache.shape[1], kv_int8=True)
+        if fia is None:
+            return FIA, "int8 cache: _npu_paged_attention has no dequant inputs; FIA's KV antiquant takes it"
+        return "reference", f"int8 cache: _npu_paged_attention has no dequant inputs; FIA: {fia}"
     atb = _npu.atb_missing() or npu_paged_attention_reason(query, key_cache, value_cache)
     if atb is None:
         return ATB_PA, "within ATB PagedAttention's documented limits"
@@ -107,17 +122,21 @@ def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *
                     block_table_host=None, k_scale=None, v_scale=None) -> None:
     path, _ = route(query, key_cache, value_cache, block_table, seq_lens, out,
                     sliding_window=sliding_window, softcap=softcap, alibi_slopes=alibi_slopes,
-                    k_scale=k_scale)
+                    k_scale=k_scale, v_scale=v_scale)
+    num_seqs, num_heads, head_size = query.shape
+    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
+    if path != "reference":
+        lens = seq_lens_host if seq_lens_host is not None else seq_lens.to("cpu")
+        lens_host = lens.to(device="cpu", dtype=torch.int32).clamp(min=1)
+        if path == FIA and (int(lens_host.max()) > MAX_KV_LEN_DECODE
+                            or int(((lens_host + block_size - 1) // block_size).sum()) > num_blocks):
+            path = "reference"  # FIA's host-value limits (module docstring)
     if path == "reference":
         out.copy_(_reference(query, key_cache, value_cache, block_table, seq_lens, scale,
                              sliding_window, softcap, alibi_slopes, k_scale=k_scale, v_scale=v_scale))
         return
     import torch_npu
 
-    num_seqs, num_heads, head_size = query.shape
-    num_blocks, block_size, num_kv_heads, _ = key_cache.shape
-    lens = seq_lens_host if seq_lens_host is not None else seq_lens.to("cpu")
-    lens_host = lens.to(device="cpu", dtype=torch.int32).clamp(min=1)
     pages = (seq_lens.to(torch.int32) + block_size - 1) // block_size
     col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
     table = torch.where(col[None, :] < pages[:, None], block_table,
@@ -136,12 +155,18 @@ def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *
         if target is not out:
             out.copy_(target)
     else:
+        antiquant = {}
+        if k_scale is not None:  # mode 0: per tensor, (1,); mode 2: per tensor and per head, (KV_N,)
+            mode = 0 if k_scale.numel() == 1 else 2
+            antiquant = dict(key_antiquant_scale=k_scale.reshape(-1).to(query.dtype),
+                             value_antiquant_scale=v_scale.reshape(-1).to(query.dtype),
+                             key_antiquant_mode=mode, value_antiquant_mode=mode)
         res, _ = torch_npu.npu_fused_infer_attention_score(
             query.reshape(num_seqs, 1, num_heads * head_size),
             key_cache.view(num_blocks, block_size, num_kv_heads * head_size),
             value_cache.view(num_blocks, block_size, num_kv_heads * head_size),
             actual_seq_lengths_kv=lens_host.tolist(), num_heads=num_heads,
             num_key_value_heads=num_kv_heads, scale=scale, input_layout="BSH",
-            block_table=table, block_size=block_size)
+            block_table=table, block_size=block_size, **antiquant)
         out.copy_(res.view(num_seqs, num_heads, head_size))
     out.masked_fill_((seq_lens == 0)[:, None, None], 0)
