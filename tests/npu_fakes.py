@@ -96,8 +96,7 @@ class FakeTorchNpu(types.ModuleType):
         n = key_cache.shape[0] * key_cache.shape[1]
         s = slot_indices.long()
         need(bool(((s > -n) & (s < n)).all()), "RAC: slot out of (-num_slots, num_slots)")
-        real = s[s >= 0]
-        need(real.unique().numel() == real.numel(), "RAC: duplicate slot values")
+        need(s.unique().numel() == s.numel(), "RAC: repeated slot values (negative ones too)")
         keep = s >= 0  # RAC: a negative slot moves nothing
         key_cache.view(n, *key_cache.shape[2:])[s[keep]] = key[keep]
         value_cache.view(n, *value_cache.shape[2:])[s[keep]] = value[keep]
@@ -143,7 +142,7 @@ class FakeTorchNpu(types.ModuleType):
                                         value_antiquant_mode=0, **unused):
         self.calls.append("npu_fused_infer_attention_score")
         self.args = dict(sparse_mode=sparse_mode, pre_tokens=pre_tokens, next_tokens=next_tokens,
-                         layout=input_layout, paged=block_table is not None,
+                         layout=input_layout, paged=block_table is not None, block_table=block_table,
                          antiquant_mode=key_antiquant_mode if key_antiquant_scale is not None else None)
         need(not unused, f"arguments this fake does not model: {sorted(unused)}")
         need(self.family in ("A2", "A3"), "FIA: A2/A3")
@@ -245,6 +244,11 @@ class FakeTorchNpu(types.ModuleType):
             need(len(seq_kv) == b and block_table.shape[0] == b, "FIA: one kv length and table row per batch")
             sk = list(seq_kv)
             need(all(x <= block_table.shape[1] * block_size for x in sk), "FIA: table covers every sequence")
+            need(key.shape[0] >= sum(-(-x // block_size) for x in sk),
+                 "FIA (page attention): blocknum >= the sum of every batch's block count")
+            used = torch.arange(block_table.shape[1])[None, :] < torch.tensor([-(-x // block_size) for x in sk])[:, None]
+            need(bool(((block_table[used] >= 0) & (block_table[used] < key.shape[0])).all()),
+                 "FIA: block ids are not validated, the caller must keep them valid")
             k4 = key.view(key.shape[0], block_size, kvh, d)
             v4 = value.view(value.shape[0], block_size, kvh, d)
         else:

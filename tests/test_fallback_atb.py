@@ -104,17 +104,18 @@ def test_rac_mixed_float_dtypes_are_cast_before_atb(npu, gen, key_dtype, cache_d
     assert fake.calls == ["_npu_reshape_and_cache"]  # the fake checked one dtype for all four
 
 
-@pytest.mark.parametrize("what", ["fp32_cache", "combined_kv", "soc_310p", "old_release"])
+@pytest.mark.parametrize("what", ["fp32_cache", "combined_kv", "soc_310p", "old_release", "tokens_fill_cache"])
 def test_rac_takes_reference(npu, gen, what):
     fake = npu(soc="Ascend310P3" if what == "soc_310p" else A2,
                version="2.1.0.post10" if what == "old_release" else NEW)
-    key, value, kc, vc, slots, scales = _rac_case(gen, torch.float32 if what == "fp32_cache" else torch.bfloat16)
+    key, value, kc, vc, slots, scales = _rac_case(gen, torch.float32 if what == "fp32_cache" else torch.bfloat16,
+                                                  tokens=48 if what == "tokens_fill_cache" else 11)
     if what == "combined_kv":  # both caches are strided views of one [blocks, 2, bs, H, D] tensor
         kv = torch.stack([kc, vc], dim=1)
         kc, vc = kv[:, 0], kv[:, 1]
     path, reason = rac.route(key, value, kc, vc, slots)
     expect = {"fp32_cache": "fp16, bf16 or int8", "combined_kv": "contiguous", "soc_310p": "310P",
-              "old_release": "7.0.0"}[what]
+              "old_release": "7.0.0", "tokens_fill_cache": "48 tokens for 48 slots"}[what]
     assert path == "reference" and expect in reason
     _rac_check(key, value, kc, vc, slots, scales)
     assert fake.calls == []
@@ -135,8 +136,9 @@ def test_rac_atb_missing_takes_reference_with_reason(npu, gen):
 def test_fake_rac_rejects_duplicates_and_strided_caches(npu, gen):
     fake = npu()
     key, value, kc, vc, slots, _ = _rac_case(gen, torch.float16, tokens=3)
-    with pytest.raises(ContractError, match="duplicate"):
-        fake._npu_reshape_and_cache(key, value, kc, vc, torch.tensor([5, 5, -1], dtype=I32))
+    for bad in ([5, 5, -1], [5, -1, -1]):  # RAC: no repeated value, negative ones included
+        with pytest.raises(ContractError, match="repeated"):
+            fake._npu_reshape_and_cache(key, value, kc, vc, torch.tensor(bad, dtype=I32))
     with pytest.raises(ContractError, match="contiguous"):
         fake._npu_reshape_and_cache(key, value, kc.transpose(2, 3).contiguous().transpose(2, 3), vc,
                                     slots.to(I32))
@@ -255,7 +257,7 @@ def _fa_case(gen, lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.bfloat
         case["k"] = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
         case["v"] = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
         perm = torch.randperm(blocks, generator=gen).to(I32)
-        bt = torch.full((len(lens_q), max(pages) + 1), int(perm[-1]), dtype=I32)
+        bt = torch.full((len(lens_q), max(pages) + 1), 10_000, dtype=I32)  # garbage past the pages
         i = 0
         for b, n in enumerate(pages):
             bt[b, :n] = perm[i:i + n]
@@ -308,6 +310,18 @@ def test_fa_head_sizes(npu, gen, head_size, path):
     assert fake.calls == ([] if path == "reference" else [fa.FIA])
 
 
+def test_fa_paged_blocks_shared_past_the_cache_take_the_reference(npu, gen):
+    fake = npu(soc=A3)
+    c = _fa_case(gen, [3, 17], [150, 150], 4, 4, 128, dtype=torch.float16, block_size=128)
+    c["block_table"][1] = c["block_table"][0]  # a shared prefix: 4 blocks by the sum, 3 in the cache
+    c["k"], c["v"] = c["k"][:3].contiguous(), c["v"][:3].contiguous()
+    c["block_table"] = c["block_table"].clamp(max=2)
+    path, reason = fa.route(*_fa_args(c, -1, 0))
+    assert path == "reference" and "block counts" in reason
+    _fa_check(c, -1, 0)
+    assert fake.calls == []
+
+
 @pytest.mark.parametrize("block_size,path", [(16, "reference"), (24, "reference"), (128, fa.FIA), (256, fa.FIA)])
 def test_fa_paged_block_sizes(npu, gen, block_size, path):
     fake = npu(soc=A3)
@@ -316,6 +330,26 @@ def test_fa_paged_block_sizes(npu, gen, block_size, path):
     assert got == path and (path == fa.FIA or f"block_size {block_size}" in reason), reason
     _fa_check(c, -1, 0)
     assert fake.calls == ([] if path == "reference" else [fa.FIA])
+    if path == fa.FIA:  # FIA does not check block ids: entries past a sequence's pages arrive as 0
+        pages = (c["seqused_k"] + block_size - 1) // block_size
+        past = torch.arange(c["block_table"].shape[1])[None, :] >= pages[:, None]
+        assert bool(past.any()) and bool((fake.args["block_table"][past] == 0).all())
+    if path == fa.FIA:  # FIA does not check block ids: entries past a sequence's pages arrive as 0
+        pages = (c["seqused_k"] + block_size - 1) // block_size
+        past = torch.arange(c["block_table"].shape[1])[None, :] >= pages[:, None]
+        assert bool(past.any()) and bool((fake.args["block_table"][past] == 0).all())
+
+
+def test_fa_paged_blocks_shared_past_the_cache_take_the_reference(npu, gen):
+    fake = npu(soc=A3)
+    c = _fa_case(gen, [3, 17], [150, 150], 4, 4, 128, dtype=torch.float16, block_size=128)
+    c["block_table"][1] = c["block_table"][0]  # a shared prefix: 4 blocks by the sum, 3 in the cache
+    c["k"], c["v"] = c["k"][:3].contiguous(), c["v"][:3].contiguous()
+    c["block_table"] = c["block_table"].clamp(max=2)
+    path, reason = fa.route(*_fa_args(c, -1, 0))
+    assert path == "reference" and "block counts" in reason
+    _fa_check(c, -1, 0)
+    assert fake.calls == []
 
 
 @pytest.mark.parametrize("version,case,path,why", [

@@ -7,7 +7,9 @@ Argument translation:
 - q [T, N, D] and varlen k/v [T_k, N_kv, D] are sliced to the tokens the sequences cover and
   made contiguous (FIA rejects strided inputs), so the query lengths always sum to the T FIA sees.
   A paged cache [num_blocks, block_size, N_kv, D] is viewed as [num_blocks, block_size, N_kv * D]
-  with block_table and block_size.
+  with block_table and block_size; table entries past each sequence's pages become block 0 (FIA
+  does not validate block ids, D26), and a cache with fewer blocks than the sequences' block
+  counts add up to takes the reference (D26 page attention).
 - actual_seq_lengths = cu_seqlens_q[1:] (cumulative, as TND wants); actual_seq_lengths_kv =
   cu_seqlens_k[1:] (cumulative) for varlen, seqused_k (per sequence) for paged (vllm-ascend's
   convention: vllm_ascend/attention/attention_v1.py passes seq_lens_list). Host int lists: the
@@ -65,6 +67,9 @@ def _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, window_left,
         sparse_mode=sparse_mode, seq_q=sq, seq_kv=sk)
     if reason is not None:
         return "reference", reason, None, None
+    if paged and sum(-(-n // k.shape[1]) for n in sk) > k.shape[0]:
+        return ("reference", "the sequences' block counts add up to more than the cache's blocks "
+                "(FIA page attention: blocknum >= their sum)", None, None)
     if any(n_q > 0 and (n_k == 0 or (window_right >= 0 and n_k - n_q + window_right < 0))
            for n_q, n_k in zip(sq, sk)):
         return ("reference", "a query row sees no key: FIA documents no output or lse for it",
@@ -101,7 +106,11 @@ def flash_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
         num_blocks, block_size = k.shape[:2]
         key = k.view(num_blocks, block_size, num_kv_heads * head_size)
         value = v.view(num_blocks, block_size, num_kv_heads * head_size)
-        kwargs.update(block_table=block_table.to(torch.int32).contiguous(), block_size=block_size)
+        # entries past a sequence's pages may be anything in our contract; FIA does not check ids
+        pages = (seqused_k.to(torch.int32) + block_size - 1) // block_size
+        col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
+        table = torch.where(col[None, :] < pages[:, None], block_table, torch.zeros_like(block_table))
+        kwargs.update(block_table=table.to(torch.int32).contiguous(), block_size=block_size)
     else:
         key, value = k[:seq_kv[-1]].contiguous(), v[:seq_kv[-1]].contiguous()
     sparse_mode, pre_tokens, next_tokens = band_args(window_left, window_right)

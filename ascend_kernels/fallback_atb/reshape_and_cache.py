@@ -4,11 +4,13 @@
 writes on the device), with the reason.
 
 Translation (all device-side tensor math on the current stream, no host sync):
-- slots go as int32; every slot outside [0, num_blocks * block_size) becomes -1. ATB documents
-  slot values in (-num_blocks * block_size, num_blocks * block_size) with no duplicates, and a
-  negative slot moves nothing (CANN ATB ReshapeAndCacheOperation docs; Ascend/op-plugin
-  test/test_custom_ops/test_atb_reshape_and_cache.py skips slot < 0 in its expected cache).
-  Padding therefore stays negative and is never turned into a duplicate of a real slot.
+- slots go as int32; the slot of token i outside [0, num_blocks * block_size) becomes -1 - i.
+  ATB documents slot values in (-num_blocks * block_size, num_blocks * block_size) with no
+  repeated value, negative ones included, and a negative slot moves nothing (CANN ATB
+  ReshapeAndCacheOperation docs; Ascend/op-plugin test/test_custom_ops/
+  test_atb_reshape_and_cache.py skips slot < 0 in its expected cache). Padding therefore stays
+  negative, distinct, and never a duplicate of a real slot; a batch of at least as many tokens
+  as the cache has slots (where -1 - i could leave that range) takes the reference.
 - key/value are cast to the cache dtype first (the value the reference stores: x.to(dtype));
   int8 caches get key/value quantized with k_scale/v_scale first. ATB then sees one dtype.
 - fp32 and fp8 caches, strided caches (e.g. the two halves of one combined KV tensor) and other
@@ -55,6 +57,9 @@ def npu_reshape_and_cache_reason(key, value, key_cache, value_cache) -> Optional
 
 def route(key, value, key_cache, value_cache, slot_mapping, k_scale=None, v_scale=None) -> tuple[str, str]:
     reason = _npu.atb_missing() or npu_reshape_and_cache_reason(key, value, key_cache, value_cache)
+    if reason is None and slot_mapping.numel() >= key_cache.shape[0] * key_cache.shape[1]:
+        reason = (f"{slot_mapping.numel()} tokens for {key_cache.shape[0] * key_cache.shape[1]} slots: "
+                  "padding would need repeated or out-of-range negative slots (RAC)")
     if reason is None:
         return ATB_RAC, "within ATB ReshapeAndCache's documented limits"
     return "reference", reason
@@ -74,7 +79,7 @@ def reshape_and_cache(key, value, key_cache, value_cache, slot_mapping,
     v = quantize(value[:n], v_scale, dtype).contiguous()
     slots = slot_mapping.reshape(-1)
     inside = (slots >= 0) & (slots < key_cache.shape[0] * key_cache.shape[1])
-    slots = torch.where(inside, slots, torch.full_like(slots, -1)).to(torch.int32)
+    slots = torch.where(inside, slots, -1 - torch.arange(n, device=slots.device, dtype=slots.dtype)).to(torch.int32)
     try:
         torch_npu._npu_reshape_and_cache(key=k, value=v, key_cache=key_cache,
                                          value_cache=value_cache, slot_indices=slots)
