@@ -224,6 +224,8 @@ class FakeTorchNpu(types.ModuleType):
             need(sparse_mode in (0, 3), "FIA71: TND sparse 0 or 3 (band from 7.3.0 here)")
         if rel < (7, 2, 0):
             need(nh == kvh and nh in (2, 4, 8, 16, 32, 64, 128), "FIA71: Q_N = KV_N in {2..128}")
+        if rel < (7, 3, 0):
+            need(t <= 1_000_000, "FIA71/FIA72: TND T <= 1M")
         if paged:  # FIA Q_S>1 page attention: 128..512, multiple of 128 (the TND line allows more)
             need(block_size % 128 == 0 and 128 <= block_size <= 512, "FIA: TND page block_size 128..512 by 128")
         need(sparse_mode in (0, 3, 4), "FIA: sparse_mode 0/3/4 used here")

@@ -19,6 +19,7 @@ from . import _npu
 INT_MAX = 2147483647
 MASK_SIZE = 2048
 MAX_BATCH_TND = 4096
+MAX_TOKENS_TND_BEFORE_73 = 1_000_000  # D71/D72: "T小于等于1M" (the smaller reading of 1M)
 MAX_BATCH_DECODE, MAX_KV_LEN_DECODE = 65536, 262144  # D26 Q_S=1: B <= 65536, S <= 262144
 _masks: dict = {}
 
@@ -99,6 +100,8 @@ def _tnd_reason(rel, dtype, num_heads, num_kv_heads, head_size, paged, block_siz
         # D71 allows sparse 0/3 only; D72 allows band in one line and forbids it in another
         return "TND band mask (sparse_mode 4) is documented from 7.3.0 on"
     if seq_q is not None:
+        if rel < (7, 3, 0) and sum(seq_q) > MAX_TOKENS_TND_BEFORE_73:
+            return f"{sum(seq_q)} query tokens: TND takes T <= 1M before 7.3.0 (D71/D72 TND constraints)"
         if len(seq_q) > MAX_BATCH_TND:
             return f"{len(seq_q)} sequences: TND takes at most {MAX_BATCH_TND} (TND constraints)"
         if sparse_mode == 3 and rel < (7, 3, 0) and any(q >= k for q, k in zip(seq_q, seq_kv)):
