@@ -54,7 +54,7 @@ def need(cond, what: str) -> None:
 
 class FakeTorchNpu(types.ModuleType):
     def __init__(self, version: str = "2.7.1.post4", soc: str = "Ascend910B3", atb: bool = True,
-                 device: str = "cpu"):
+                 device: str = "cpu", without_fia: bool = False):
         super().__init__("torch_npu")
         self.__version__ = version
         self.rel = release_of(version)
@@ -65,6 +65,12 @@ class FakeTorchNpu(types.ModuleType):
         self.calls: list[str] = []
         self.npu = types.SimpleNamespace(get_soc_version=lambda: SOC_VERSIONS[soc])
         self.args: dict = {}
+        self.without_fia = without_fia  # YAML: 6.0.rc1 / 6.0.rc2 have no npu_fused_infer_attention_score
+
+    def __getattribute__(self, name):
+        if name == "npu_fused_infer_attention_score" and object.__getattribute__(self, "without_fia"):
+            raise AttributeError(name)
+        return super().__getattribute__(name)
 
     # -- shared checks --------------------------------------------------------------------------
     def _dev(self, t, name):

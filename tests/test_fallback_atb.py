@@ -34,8 +34,8 @@ def gen(request):
 @pytest.fixture
 def npu(monkeypatch):
     """npu(version=..., soc=..., atb=...) installs a fresh FakeTorchNpu as torch_npu."""
-    def install(version=NEW, soc=A2, atb=True):
-        fake = FakeTorchNpu(version, soc, atb)
+    def install(version=NEW, soc=A2, atb=True, without_fia=False):
+        fake = FakeTorchNpu(version, soc, atb, without_fia=without_fia)
         monkeypatch.setitem(sys.modules, "torch_npu", fake)
         return fake
 
@@ -225,13 +225,15 @@ def test_pa_takes_reference(npu, gen, what):
     assert fake.calls == []
 
 
-def test_pa_release_before_atb_uses_fia(npu, gen):
-    fake = npu(version="2.1.0.post10")
+@pytest.mark.parametrize("without_fia", [False, True])
+def test_pa_release_before_atb_uses_fia_where_it_exists(npu, gen, without_fia):
+    fake = npu(version="2.1.0.post10", without_fia=without_fia)
     case = _pa_case(gen, torch.float16, 16, 128, [17, 33])
     path, reason = pa.route(*case)
-    assert path == pa.FIA and "7.0.0" in reason
+    assert path == ("reference" if without_fia else pa.FIA) and "7.0.0" in reason
+    assert ("no npu_fused_infer_attention_score" in reason) == without_fia
     _pa_check(*case)
-    assert fake.calls == [pa.FIA]
+    assert fake.calls == ([] if without_fia else [pa.FIA])
 
 
 def test_fake_pa_rejects_contract_violations(npu, gen):

@@ -70,6 +70,14 @@ def release() -> Release:
     return release_of(getattr(torch_npu, "__version__", ""))
 
 
+def has_operator(name: str) -> bool:
+    """Whether the installed torch_npu exposes `name` (releases before 7.0.0 are not told apart
+    by version here)."""
+    import torch_npu
+
+    return hasattr(torch_npu, name)
+
+
 def release_name(r: Release) -> str:
     return ".".join(map(str, r)) if r != OLDEST else "before 7.0.0"
 

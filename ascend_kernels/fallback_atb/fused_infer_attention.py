@@ -43,6 +43,8 @@ def npu_fused_infer_attention_score_reason(layout: str, query, key, *, num_kv_he
     rel = _npu.release()
     num_heads, head_size = query.shape[-2], query.shape[-1]
     dtype = query.dtype
+    if not _npu.has_operator("npu_fused_infer_attention_score"):
+        return "this torch_npu has no npu_fused_infer_attention_score (op_plugin_functions.yaml: from 6.0.rc3)"
     if family not in ("A2", "A3"):
         return f"SoC {family}: FIA is documented here for A2/A3 only (D26 product table)"
     if dtype not in (torch.float16, torch.bfloat16) or key.dtype != (torch.int8 if kv_int8 else dtype):
