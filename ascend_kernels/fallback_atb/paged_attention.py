@@ -98,7 +98,7 @@ def route(query, key_cache, value_cache, block_table, seq_lens, out=None, *, sca
     if k_scale is not None:
         if key_cache.dtype != torch.int8:
             return "reference", f"{key_cache.dtype} cache: FIA's KV antiquant takes int8 codes"
-        if k_scale.numel() != v_scale.numel():
+        if v_scale is None or k_scale.numel() != v_scale.numel():
             return "reference", ("int8 cache with k_scale and v_scale of different shapes: FIA's "
                                  "antiquant scales must match (kv伪量化参数分离)")
         fia = npu_fused_infer_attention_score_reason("BSH", query, key_cache, num_kv_heads=key_cache.shape[2],
