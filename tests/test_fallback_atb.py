@@ -147,20 +147,26 @@ def test_fake_rac_rejects_duplicates_and_strided_caches(npu, gen):
 
 # ------------------------------------------------------------------- paged_attention
 
-def _pa_case(gen, dtype, block_size, head_size, lens, heads=4, kv_heads=2):
-    lens = torch.tensor(lens, dtype=I32)
+def _paged_cache(gen, lens, block_size, kv_heads, head_size, dtype, spare):
+    """(k cache, v cache, block table): each sequence's pages shuffled over the cache, `spare`
+    pages no sequence uses, garbage table entries past each sequence's pages."""
     pages = [-(-int(n) // block_size) for n in lens]
-    blocks = sum(pages) + 2
-    q = randn(gen, len(lens), heads, head_size, dtype=dtype)
+    blocks = sum(pages) + spare
     kc = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
     vc = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
     perm = torch.randperm(blocks, generator=gen).to(I32)
-    bt = torch.full((len(lens), max(pages) + 1), 10_000, dtype=I32)  # garbage past the pages
+    bt = torch.full((len(lens), max(pages) + 1), 10_000, dtype=I32)
     i = 0
     for b, n in enumerate(pages):
         bt[b, :n] = perm[i:i + n]
         i += n
-    return q, kc, vc, bt, lens
+    return kc, vc, bt
+
+
+def _pa_case(gen, dtype, block_size, head_size, lens, heads=4, kv_heads=2):
+    q = randn(gen, len(lens), heads, head_size, dtype=dtype)
+    kc, vc, bt = _paged_cache(gen, lens, block_size, kv_heads, head_size, dtype, spare=2)
+    return q, kc, vc, bt, torch.tensor(lens, dtype=I32)
 
 
 def _pa_check(q, kc, vc, bt, lens, out=None, **kw):
@@ -255,16 +261,7 @@ def _fa_case(gen, lens_q, lens_k, heads, kv_heads, head_size, dtype=torch.bfloat
     case = dict(q=randn(gen, sum(lens_q) + 2, heads, head_size, dtype=dtype), cu_seqlens_q=cu(lens_q),
                 cu_seqlens_k=None, seqused_k=None, block_table=None)  # 2 query rows past the last sequence
     if block_size:
-        pages = [-(-n // block_size) for n in lens_k]
-        blocks = sum(pages) + 1
-        case["k"] = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
-        case["v"] = randn(gen, blocks, block_size, kv_heads, head_size, dtype=dtype)
-        perm = torch.randperm(blocks, generator=gen).to(I32)
-        bt = torch.full((len(lens_q), max(pages) + 1), 10_000, dtype=I32)  # garbage past the pages
-        i = 0
-        for b, n in enumerate(pages):
-            bt[b, :n] = perm[i:i + n]
-            i += n
+        case["k"], case["v"], bt = _paged_cache(gen, lens_k, block_size, kv_heads, head_size, dtype, spare=1)
         case.update(block_table=bt, seqused_k=torch.tensor(lens_k, dtype=I32))
     else:  # k/v: strided halves of one [T_k, 2, N_kv, D] tensor, 3 tokens past the last sequence
         kv = randn(gen, sum(lens_k) + 3, 2, kv_heads, head_size, dtype=dtype)
