@@ -31,7 +31,8 @@ from __future__ import annotations
 import torch
 
 from ..reference import flash_attention as ref
-from .fused_infer_attention import band_args, compressed_mask, npu_fused_infer_attention_score_reason
+from .fused_infer_attention import (band_args, compressed_mask, npu_fused_infer_attention_score_reason,
+                                    pages_only, too_few_blocks)
 
 FIA = "npu_fused_infer_attention_score"
 
@@ -67,7 +68,7 @@ def _plan(q, k, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table, window_left,
         sparse_mode=sparse_mode, seq_q=sq, seq_kv=sk)
     if reason is not None:
         return "reference", reason, None, None
-    if paged and sum(-(-n // k.shape[1]) for n in sk) > k.shape[0]:
+    if paged and too_few_blocks(sk, k.shape[1], k.shape[0]):
         return ("reference", "the sequences' block counts add up to more than the cache's blocks "
                 "(FIA page attention: blocknum >= their sum)", None, None)
     if any(n_q > 0 and (n_k == 0 or (window_right >= 0 and n_k - n_q + window_right < 0))
@@ -106,11 +107,7 @@ def flash_attention(q, k, v, cu_seqlens_q, cu_seqlens_k, seqused_k, block_table,
         num_blocks, block_size = k.shape[:2]
         key = k.view(num_blocks, block_size, num_kv_heads * head_size)
         value = v.view(num_blocks, block_size, num_kv_heads * head_size)
-        # entries past a sequence's pages may be anything in our contract; FIA does not check ids
-        pages = (seqused_k.to(torch.int32) + block_size - 1) // block_size
-        col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
-        table = torch.where(col[None, :] < pages[:, None], block_table, torch.zeros_like(block_table))
-        kwargs.update(block_table=table.to(torch.int32).contiguous(), block_size=block_size)
+        kwargs.update(block_table=pages_only(block_table, seqused_k, block_size).contiguous(), block_size=block_size)
     else:
         key, value = k[:seq_kv[-1]].contiguous(), v[:seq_kv[-1]].contiguous()
     sparse_mode, pre_tokens, next_tokens = band_args(window_left, window_right)

@@ -111,6 +111,22 @@ def _tnd_reason(rel, dtype, num_heads, num_kv_heads, head_size, paged, block_siz
     return None
 
 
+def pages_only(block_table: torch.Tensor, seq_lens: torch.Tensor, block_size: int) -> torch.Tensor:
+    """int32 block table with the entries past each sequence's pages set to block 0 (on the
+    device): neither ATB PagedAttention nor FIA checks ids ("block_tables中元素的值须在[0, num_blocks)
+    之间"; FIA: block ids are not validated), and in this library's contract they may be anything."""
+    pages = (seq_lens.to(torch.int32) + block_size - 1) // block_size
+    col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
+    return torch.where(col[None, :] < pages[:, None], block_table, torch.zeros_like(block_table)).to(torch.int32)
+
+
+def too_few_blocks(seq_kv: Sequence[int], block_size: int, num_blocks: int) -> bool:
+    """Whether the sequences' block counts add up to more than the cache holds, which FIA's page
+    attention forbids ("blocknum不能小于...每个batch的block数量之和", D26; a prefix's shared blocks
+    count once per sequence)."""
+    return sum(-(-int(n) // block_size) for n in seq_kv) > num_blocks
+
+
 def band_args(window_left: int, window_right: int) -> tuple[int, int, int]:
     """(sparse_mode, pre_tokens, next_tokens) of the bottom-right aligned band: 0 no mask,
     3 rightDownCausal, 4 band (pre_tokens keys before the diagonal, next_tokens after it)."""

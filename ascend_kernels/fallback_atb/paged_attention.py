@@ -42,7 +42,8 @@ import torch
 
 from ..reference.paged_attention import paged_attention as _reference
 from . import _npu
-from .fused_infer_attention import MAX_KV_LEN_DECODE, npu_fused_infer_attention_score_reason
+from .fused_infer_attention import (MAX_KV_LEN_DECODE, npu_fused_infer_attention_score_reason, pages_only,
+                                    too_few_blocks)
 
 ATB_PA = "_npu_paged_attention"
 FIA = "npu_fused_infer_attention_score"
@@ -129,7 +130,7 @@ def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *
         lens = seq_lens_host if seq_lens_host is not None else seq_lens.to("cpu")
         lens_host = lens.to(device="cpu", dtype=torch.int32).clamp(min=1)
         if path == FIA and (int(lens_host.max()) > MAX_KV_LEN_DECODE
-                            or int(((lens_host + block_size - 1) // block_size).sum()) > num_blocks):
+                            or too_few_blocks(lens_host.tolist(), block_size, num_blocks)):
             path = "reference"  # FIA's host-value limits (module docstring)
     if path == "reference":
         out.copy_(_reference(query, key_cache, value_cache, block_table, seq_lens, scale,
@@ -137,10 +138,7 @@ def paged_attention(query, key_cache, value_cache, block_table, seq_lens, out, *
         return
     import torch_npu
 
-    pages = (seq_lens.to(torch.int32) + block_size - 1) // block_size
-    col = torch.arange(block_table.shape[1], device=block_table.device, dtype=torch.int32)
-    table = torch.where(col[None, :] < pages[:, None], block_table,
-                        torch.zeros_like(block_table)).to(torch.int32)
+    table = pages_only(block_table, seq_lens, block_size)
     if path == ATB_PA:
         target = out if out.is_contiguous() else torch.empty_like(query)
         try:
