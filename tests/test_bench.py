@@ -136,6 +136,21 @@ def test_shapes_for_feed_make_problem():
         assert autotune.key_of(spec, p)
 
 
+def test_decode_tuning_shapes_keep_window_and_softcap():
+    """The tuner tunes the key that the suite's call looks up: a decode case's sliding window and
+    softcap reach the tuner's problem (both are in the tuning key)."""
+    from ascend_kernels.launcher import autotune, op as _op
+
+    mod = prov.op_module("paged_attention")
+    cases = runner.load_suite("full")["ops"]["paged_attention"]
+    assert any(s.get("sliding_window") for s in cases) and any(s.get("softcap") for s in cases)
+    for s in cases:
+        t = {**mod.tune_shape(s), "seqs": 2, "context": 64, "cache_dtype": None}
+        key = autotune.key_of(_op.get("paged_attention"), problems.make("paged_attention", t, "cpu", torch.float32))
+        assert ("window=True" in key) == bool(s.get("sliding_window")), (mod.label(s), key)
+        assert ("softcap=True" in key) == bool(s.get("softcap")), (mod.label(s), key)
+
+
 def test_sampler_check_rejects_ids_outside_the_set(seed):
     mod = prov.op_module("topk_topp_sampling")
     torch.manual_seed(seed)

@@ -88,7 +88,7 @@ def test_explain_merges_a_model(capsys):
                      "--shape", "batch=2", "context=40", "block_size=16", "sliding_window=8"]) == 0
     out = capsys.readouterr().out
     assert "heads=28" in out and "kv_heads=4" in out and "head_size=128" in out
-    assert "not part of the decision" in out and "sliding_window" in out  # honest about bench-only keys
+    assert "window=True" in out and "not part of the decision" not in out  # the window decides too
     assert cli.main(["explain", "topk_topp_sampling", "--device", "cpu", "--shape", "model=mistral-7b",
                      "batch=2", "top_k=5"]) == 0
     assert "vocab=32000" in capsys.readouterr().out

@@ -32,7 +32,8 @@ def reshape_and_cache(shape: dict, device, dtype):
 def paged_attention(shape: dict, device, dtype):
     """seqs, heads, kv_heads, head_size, block_size, context (tokens per sequence; every
     sequence this long), optional num_blocks (default: just enough, shuffled), split_size,
-    cache_dtype (int8/fp8: random codes, per-tensor scales of 0.05)."""
+    window (sliding window W), softcap, cache_dtype (int8/fp8: random codes, per-tensor scales
+    of 0.05)."""
     s, h, kvh, hd = shape["seqs"], shape["heads"], shape["kv_heads"], shape["head_size"]
     bs, ctx = shape["block_size"], shape["context"]
     max_blocks = -(-ctx // bs)
@@ -44,6 +45,7 @@ def paged_attention(shape: dict, device, dtype):
     lens = torch.full((s,), ctx, dtype=torch.int32, device=device)
     scale = torch.full((1,), 0.05, device=device) if cache_dtype.itemsize == 1 else None
     return _prepare("paged_attention", q, kc, vc, bt.reshape(s, max_blocks), lens,
+                    sliding_window=shape.get("window") or None, softcap=float(shape.get("softcap") or 0.0),
                     split_size=int(shape.get("split_size", 0)) or None, k_scale=scale, v_scale=scale)
 
 

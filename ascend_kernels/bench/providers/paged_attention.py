@@ -36,7 +36,8 @@ def tune_shape(s: dict) -> dict:
     """The case in paged_attention's make_problem / ascend_cases vocabulary."""
     return {"model": s.get("model"), "seqs": s["batch"], "heads": s["q_heads"], "kv_heads": s["kv_heads"],
             "head_size": s["head_size"], "block_size": s["block_size"], "context": s["context"],
-            "cache_dtype": s.get("cache_dtype")}
+            "cache_dtype": s.get("cache_dtype"), "window": s.get("sliding_window"),
+            "softcap": float(s.get("softcap") or 0.0)}
 
 
 def make_inputs(s: dict, device, dtype) -> dict:
