@@ -152,6 +152,8 @@ class FakeTorchNpu(types.ModuleType):
                          antiquant_mode=key_antiquant_mode if key_antiquant_scale is not None else None)
         need(not unused, f"arguments this fake does not model: {sorted(unused)}")
         need(self.family in ("A2", "A3"), "FIA: A2/A3")
+        need(key.numel() <= INT_MAX and value.numel() <= INT_MAX,
+             "FIA: the product of key's and value's dimensions fits int32")
         for n, t in (("query", query), ("key", key), ("value", value)):
             self._dev(t, n)
             need(t.is_contiguous(), f"FIA: {n} must be contiguous")

@@ -320,6 +320,22 @@ def test_fia_tnd_token_limit_before_7_3(npu, version, limited):
     assert (reason is not None and "T <= 1M" in reason) == limited, reason
 
 
+@pytest.mark.parametrize("layout,blocks", [("BSH", 1 << 17), ("TND", 1 << 17), ("BSH", (1 << 17) - 1)])
+def test_fia_caches_past_int32_elements_take_the_reference(npu, layout, blocks):
+    """D26: the product of key's and value's dimensions fits int32 (a meta cache: no memory)."""
+    npu(version="2.7.1.post2", soc=A3)
+    q = torch.empty(4, 8, 128, dtype=torch.bfloat16)
+    cache = torch.empty(blocks, 128, 1, 128, dtype=torch.bfloat16, device="meta")  # 2^31 elements at 2^17 blocks
+    reason = fia.npu_fused_infer_attention_score_reason(layout, q, cache, num_kv_heads=1, block_size=128,
+                                                        seq_q=[1] * 4, seq_kv=[128] * 4)
+    assert (reason is not None and "fits int32" in reason) == (cache.numel() > fia.INT_MAX), reason
+    if cache.numel() > fia.INT_MAX:
+        fake = npu(version="2.7.1.post2", soc=A3)
+        with pytest.raises(ContractError, match="fits int32"):
+            fake.npu_fused_infer_attention_score(q.view(4, 1, 1024), cache.view(blocks, 128, 128),
+                                                 cache.view(blocks, 128, 128), block_table=None)
+
+
 def test_fa_paged_blocks_shared_past_the_cache_take_the_reference(npu, gen):
     fake = npu(soc=A3)
     c = _fa_case(gen, [3, 17], [150, 150], 4, 4, 128, dtype=torch.float16, block_size=128)

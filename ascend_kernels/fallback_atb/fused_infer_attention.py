@@ -49,6 +49,9 @@ def npu_fused_infer_attention_score_reason(layout: str, query, key, *, num_kv_he
         return f"SoC {family}: FIA is documented here for A2/A3 only (D26 product table)"
     if dtype not in (torch.float16, torch.bfloat16) or key.dtype != (torch.int8 if kv_int8 else dtype):
         return f"dtypes {dtype}/{key.dtype}: FIA takes fp16/bf16 query with k/v of the same dtype (D26 query/key)"
+    if key.numel() > INT_MAX:
+        return (f"key/value of {key.numel()} elements: FIA takes at most {INT_MAX} (D26 constraints: the "
+                "product of key's and value's dimensions fits int32)")
     if kv_int8 and (layout != "BSH" or block_size <= 0):
         return "int8 K/V: FIA's page attention takes antiquant at one query token only (D26 Q_S>1 page attention)"
     if kv_int8 and rel < (7, 2, 0):
