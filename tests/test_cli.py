@@ -89,6 +89,10 @@ def test_explain_merges_a_model(capsys):
     out = capsys.readouterr().out
     assert "heads=28" in out and "kv_heads=4" in out and "head_size=128" in out
     assert "window=True" in out and "not part of the decision" not in out  # the window decides too
+    assert cli.main(["explain", "flash_attention", "--device", "cpu", "--model", "llama-3-8b",
+                     "--shape", "batch=1", "seq_len=16", "block_size=16"]) == 0
+    out = capsys.readouterr().out  # a page size without `paged`: said to be unused, not dropped silently
+    assert "block_size=0" in out and "not part of the decision" in out and out.rstrip().endswith("block_size")
     assert cli.main(["explain", "topk_topp_sampling", "--device", "cpu", "--shape", "model=mistral-7b",
                      "batch=2", "top_k=5"]) == 0
     assert "vocab=32000" in capsys.readouterr().out
