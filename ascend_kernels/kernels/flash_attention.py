@@ -355,7 +355,7 @@ def flash_attention_kernel(
 
 def npu_ub_bytes(block_m: int, block_n: int, block_d: int, softcap: bool, quantized: bool) -> int:
     """An upper bound of the Ascend compile check's unified-buffer figure for a launch's tiles,
-    fitted on about 1000 lowered cases (head sizes 16-256, GQA 1-8, varlen and paged, int8,
+    fitted on 612 lowered cases (head sizes 16-256, GQA 1 and 4, varlen and paged, int8,
     softcap, window, lse; bench/results/ascend_check_ub_fit.md): the larger of the score phase
     (6 B per M x D element: the accumulator; 38 B per M x N: scores, probabilities, masks) and the
     output phase (18 B per M x D, 26 per M x N), plus softcap's tanh temporaries (16 B per M x N)

@@ -13,8 +13,8 @@ from ..launcher.checks import (FLOAT_DTYPES, check_dim, check_float, check_int, 
 from ..launcher.configs import split_config
 from ..launcher.launch import Launch
 from ..launcher.op import Output, define
-from ._cache import (CACHE_DTYPES, FRESH_SCALES, HALF_DTYPES, cache_constexprs, check_caches, check_pages,
-                     check_query_cache, check_scales, kernel_refusal, scale_args)
+from ._cache import (CACHE_DTYPES, FRESH_SCALES, HALF_DTYPES, QUANT_OF, cache_constexprs, check_caches,
+                     check_pages, check_query_cache, check_scales, kernel_refusal, scale_args)
 from ._common import fallbacks, softmax_scale_of
 
 TMA_MIN_TOKENS = 256  # query tokens from which K/V go through tensor descriptors (CUDA Hopper+)
@@ -100,7 +100,7 @@ def _launches(p: Problem, config: dict, backend: str) -> list:
     multi_page = (config.get("MULTI_PAGE", False) and p.paged and backend != "npu"
                   and config["BLOCK_N"] > p.block_size)
     block_m, constexprs["BLOCK_N"] = kern.tiles(backend, config, p.head_size, 0 if multi_page else p.block_size,
-                                                  p.softcap > 0, p.k.dtype != p.q.dtype)
+                                                  p.softcap > 0, p.k.dtype in QUANT_OF)
     gqa = p.num_heads // p.num_kv_heads
     heads = kern.heads_per_task(config, gqa, block_m)
     constexprs.update(BLOCK_M=block_m, HEADS_PER_TASK=heads, HEADS_PAD=next_pow2(heads),
